@@ -1,0 +1,5 @@
+"""``python -m availability_exporter``."""
+
+from availability_exporter.cli import main
+
+raise SystemExit(main())

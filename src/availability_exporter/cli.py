@@ -1,0 +1,174 @@
+"""Settings -> objects -> run: wiring only.
+
+Exit statuses: 0 success (or ``--once`` with every endpoint up), 1 ``--once`` with an endpoint
+not up, 2 bad input (flags, environment, config file, web config, listen address).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import resource
+import socket
+import sys
+import time
+from typing import Any
+
+from availability_exporter.config import ConfigError, Defaults, load_config
+from availability_exporter.daemon import Exporter
+from availability_exporter.settings import (
+    Settings,
+    SettingsError,
+    load_settings,
+    parse_listen_address,
+)
+from availability_exporter.web import App, make_server
+
+log = logging.getLogger("availability_exporter")
+
+EXIT_USAGE = 2
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def setup_logging(settings: Settings) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if settings.log_format == "json":
+        formatter: logging.Formatter = JsonFormatter()
+    else:
+        formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    formatter.converter = time.gmtime
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level.upper())
+    # httpcore and uvicorn narrate every request at debug level: far too much at 10k endpoints.
+    for noisy in ("httpcore", "httpx", "uvicorn.access", "asyncio"):
+        logging.getLogger(noisy).setLevel(max(logging.INFO, root.level))
+
+
+def fail(message: str) -> int:
+    sys.stderr.write(f"availability-exporter: {message}\n")
+    return EXIT_USAGE
+
+
+def raise_fd_limit() -> None:
+    """Each probe in flight holds a socket; lift the soft descriptor limit to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def listen(address: str) -> socket.socket:
+    """Bind the web socket before starting, so a taken port is a clear start-up error."""
+    host, port = parse_listen_address(address)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        settings = load_settings(argv)
+    except SettingsError as exc:
+        return fail(str(exc))
+    setup_logging(settings)
+    if settings.config_check:
+        return check_config(settings)
+    web_kwargs: dict[str, Any] = {}
+    middleware = None
+    if settings.web_config_file is not None:
+        from availability_exporter.webconfig import WebConfigError, load_web_config
+
+        try:
+            web_config = load_web_config(settings.web_config_file)
+        except WebConfigError as exc:
+            return fail(str(exc))
+        web_kwargs = web_config.uvicorn_ssl_kwargs()
+        middleware = web_config
+    sock: socket.socket | None = None
+    if not settings.once:
+        try:
+            sock = listen(settings.web_listen_address)
+        except OSError as exc:
+            return fail(f"cannot listen on {settings.web_listen_address}: {exc.strerror or exc}")
+    raise_fd_limit()
+    try:
+        return run(settings, sock, web_kwargs, middleware)
+    except ConfigError as exc:
+        return fail(f"invalid config:\n{exc}")
+    except KeyboardInterrupt:
+        return 0
+
+
+def check_config(settings: Settings) -> int:
+    if settings.config is None:
+        return fail("--config.check needs CONFIG")
+    try:
+        config = load_config(settings.config, Defaults(
+            interval=settings.probe_interval, timeout=settings.timeout,
+            latency_threshold=settings.probe_latency_threshold))
+    except ConfigError as exc:
+        return fail(f"invalid config:\n{exc}")
+    domains = len({e.domain for e in config.endpoints})
+    sys.stdout.write(f"{settings.config}: OK, {len(config.endpoints)} endpoints, "
+                     f"{domains} domains\n")
+    return 0
+
+
+def run(settings: Settings, sock: socket.socket | None, web_kwargs: dict[str, Any],
+        web_config: Any) -> int:
+    async def serve() -> int:
+        exporter = Exporter(settings)
+
+        def start_web(exp: Exporter) -> asyncio.Task[None]:
+            assert sock is not None
+            app: Any = App(exp)
+            if web_config is not None:
+                app = web_config.wrap(app)
+            server = make_server(app, settings.web_listen_address, **web_kwargs)
+
+            async def serve_until_stopped() -> None:
+                task = asyncio.create_task(server.serve(sockets=[sock]))
+                try:
+                    await exp.stop.wait()
+                finally:
+                    server.should_exit = True
+                    await asyncio.wait([task], timeout=1.5)
+
+            host, port = sock.getsockname()[:2]
+            log.info("serving /metrics and the status page on %s:%d", host, port)
+            return asyncio.get_running_loop().create_task(serve_until_stopped())
+
+        return await exporter.run(web=None if settings.once else start_web)
+
+    return _event_loop_run(serve())
+
+
+def _event_loop_run(coro: Any) -> int:
+    """Run on uvloop when installed (the `fast` extra): less CPU per probe, tighter latency."""
+    try:
+        import uvloop
+    except ImportError:
+        return int(asyncio.run(coro))
+    return int(uvloop.run(coro))

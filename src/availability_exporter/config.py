@@ -1,0 +1,483 @@
+"""The endpoints file: the Fetch YAML format, strict validation, errors with line numbers.
+
+The file is a YAML list of mappings (``name``, ``url``, optional ``method``, ``headers``,
+``body`` and our extensions).  It is *composed* into YAML nodes rather than loaded into Python
+objects so that every problem can name its line, and so that nothing nested deeper than the
+format allows is ever walked (an alias bomb stays a handful of shared nodes).  All problems are
+collected and reported together.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import yaml
+
+try:  # The C loader parses a 10,000-endpoint file several times faster.
+    from yaml import CSafeLoader as _Loader
+except ImportError:  # pragma: no cover - depends on how PyYAML was built
+    from yaml import SafeLoader as _Loader  # type: ignore[assignment]
+
+MAX_CONFIG_BYTES = 64 * 1024 * 1024
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_LATENCY_THRESHOLD = 0.5
+
+REQUIRED_KEYS = ("name", "url")
+OPTIONAL_KEYS = (
+    "method",
+    "headers",
+    "body",
+    "timeout",
+    "latency_threshold",
+    "follow_redirects",
+    "verify_tls",
+)
+ALLOWED_KEYS = REQUIRED_KEYS + OPTIONAL_KEYS
+
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_ENV_REF = re.compile(r"\$\{([^}]*)\}")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_NULL_TAG = "tag:yaml.org,2002:null"
+_STR_TAG = "tag:yaml.org,2002:str"
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+_NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+# Secrets shorter than this are not worth redacting and would mangle ordinary text.
+_MIN_SECRET_LEN = 4
+
+
+class ConfigError(Exception):
+    """The endpoints file is unusable; ``problems`` holds one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class RequestTarget:
+    """Where and how to send one HTTP request, pre-encoded for httpcore."""
+
+    scheme: bytes
+    host: bytes
+    port: int
+    target: bytes
+    host_header: bytes
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One validated endpoint with every default resolved."""
+
+    name: str
+    url: str
+    display_url: str
+    domain: str
+    method: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes | None
+    timeout: float
+    latency_threshold: float
+    follow_redirects: bool
+    verify_tls: bool
+    line: int
+    request: RequestTarget
+    secrets: tuple[str, ...] = field(default=(), repr=False)
+
+    @property
+    def is_https(self) -> bool:
+        return self.request.scheme == b"https"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """A loaded endpoints file: the endpoints in file order and a digest of its bytes."""
+
+    path: str
+    endpoints: tuple[Endpoint, ...]
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class Defaults:
+    """Process-wide values that endpoints inherit unless they set their own."""
+
+    interval: float = 15.0
+    timeout: float = DEFAULT_TIMEOUT
+    latency_threshold: float = DEFAULT_LATENCY_THRESHOLD
+
+
+def default_timeout(interval: float) -> float:
+    """10 s, or 80 % of the interval when that is shorter, so a probe ends inside its cycle."""
+    return DEFAULT_TIMEOUT if interval >= DEFAULT_TIMEOUT / 0.8 else round(0.8 * interval, 6)
+
+
+def domain_of(url: str) -> str:
+    """The availability domain of a URL: host, lower-cased, without port, userinfo or final dot."""
+    host = urlsplit(url).hostname or ""
+    return host.rstrip(".").lower()
+
+
+def prepare_target(url: str) -> RequestTarget:
+    """Encode a URL once for httpcore; raises ValueError when it cannot be requested."""
+    parsed = httpx.URL(url)
+    scheme = parsed.scheme
+    if scheme not in ("http", "https"):
+        raise ValueError(f"scheme must be http or https, not {scheme or 'missing'!r}")
+    if not parsed.host:
+        raise ValueError("the URL has no host")
+    default_port = 443 if scheme == "https" else 80
+    port = parsed.port or default_port
+    host = parsed.raw_host
+    host_header = b"[" + host + b"]" if b":" in host else host
+    if port != default_port:
+        host_header += b":%d" % port
+    return RequestTarget(
+        scheme=scheme.encode("ascii"),
+        host=host,
+        port=port,
+        target=parsed.raw_path or b"/",
+        host_header=host_header,
+        url=str(parsed.copy_with(username=None, password=None)),
+    )
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """Replace every secret in ``text`` so it can be logged or shown."""
+    for secret in secrets:
+        if len(secret) >= _MIN_SECRET_LEN:
+            text = text.replace(secret, "<redacted>")
+    return text
+
+
+def load_config(path: str | os.PathLike[str], defaults: Defaults | None = None) -> Config:
+    """Read and validate an endpoints file; raise ConfigError listing every problem."""
+    name = os.fspath(path)
+    try:
+        with open(name, "rb") as fh:
+            data = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError([f"{name}: cannot read the config file: {exc.strerror or exc}"]) from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError([f"{name}: the config file is larger than {MAX_CONFIG_BYTES} bytes"])
+    return parse_config(data, name, defaults or Defaults())
+
+
+def parse_config(data: bytes, source: str, defaults: Defaults) -> Config:
+    """Validate the bytes of an endpoints file (``source`` names it in messages)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{source}: the file is not UTF-8 (byte {exc.start})"]) from None
+    try:
+        root = yaml.compose(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        raise ConfigError([f"{where}: invalid YAML: {exc.problem or exc}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{source}: invalid YAML: {exc}"]) from None
+    except RecursionError:
+        raise ConfigError([f"{source}: invalid YAML: nested too deeply"]) from None
+    if root is None or (isinstance(root, yaml.ScalarNode) and root.tag == _NULL_TAG):
+        raise ConfigError([f"{source}: the file is empty; expected a list of endpoints"])
+    if not isinstance(root, yaml.SequenceNode):
+        raise ConfigError(
+            [f"{source}:{_line(root)}: the top level must be a list of endpoints, "
+             f"not {_kind(root)}"]
+        )
+    if not root.value:
+        raise ConfigError([f"{source}:{_line(root)}: the list of endpoints is empty"])
+
+    problems: list[str] = []
+    endpoints: list[Endpoint] = []
+    first_line: dict[str, int] = {}
+    for index, item in enumerate(root.value, start=1):
+        builder = _EndpointBuilder(source, index, item, defaults)
+        endpoint = builder.build()
+        problems.extend(builder.problems)
+        if endpoint is None:
+            continue
+        if endpoint.name in first_line:
+            problems.append(
+                f"{source}:{endpoint.line}: endpoint {endpoint.name!r}: duplicate name "
+                f"(first used on line {first_line[endpoint.name]}); names must be unique"
+            )
+            continue
+        first_line[endpoint.name] = endpoint.line
+        endpoints.append(endpoint)
+    if problems:
+        raise ConfigError(problems)
+    digest = hashlib.sha256(data).hexdigest()
+    return Config(path=source, endpoints=tuple(endpoints), digest=digest)
+
+
+def _line(node: yaml.Node) -> int:
+    return int(node.start_mark.line) + 1
+
+
+def _kind(node: yaml.Node) -> str:
+    if isinstance(node, yaml.SequenceNode):
+        return "a list"
+    if isinstance(node, yaml.MappingNode):
+        return "a mapping"
+    if node.tag == _NULL_TAG:
+        return "null"
+    return f"the scalar {_short(str(node.value))!r}"
+
+
+def _short(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class _EndpointBuilder:
+    """Validates one list item, collecting problems instead of stopping at the first."""
+
+    def __init__(self, source: str, index: int, node: yaml.Node, defaults: Defaults) -> None:
+        self.source = source
+        self.index = index
+        self.node = node
+        self.defaults = defaults
+        self.label = f"endpoint #{index}"
+        self.problems: list[str] = []
+        self.secrets: list[str] = []
+
+    def problem(self, node: yaml.Node, message: str) -> None:
+        self.problems.append(f"{self.source}:{_line(node)}: {self.label}: {message}")
+
+    def build(self) -> Endpoint | None:
+        node = self.node
+        if not isinstance(node, yaml.MappingNode):
+            self.problem(node, f"expected a mapping with name and url, not {_kind(node)}")
+            return None
+        fields: dict[str, yaml.Node] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            if not isinstance(key, str) or key_node.tag != _STR_TAG:
+                self.problem(key_node, f"keys must be strings, not {_kind(key_node)}")
+            elif key in fields:
+                self.problem(key_node, f"duplicate key {key!r}")
+            else:
+                fields[key] = value_node
+        name = self._name(fields.get("name"))
+        if name is not None:
+            self.label = f"endpoint {name!r}"
+        unknown = [k for k in fields if k not in ALLOWED_KEYS]
+        for key in unknown:
+            self.problem(
+                node,
+                f"unknown key {_short(key)!r}; allowed keys: {', '.join(ALLOWED_KEYS)}",
+            )
+        if name is None and "name" not in fields:
+            self.problem(node, "missing required key 'name'")
+        url_node = fields.get("url")
+        url = self._url(url_node) if url_node is not None else None
+        if url_node is None:
+            self.problem(node, "missing required key 'url'")
+        method = self._method(fields.get("method"))
+        headers = self._headers(fields.get("headers"))
+        body = self._body(fields.get("body"))
+        timeout = self._seconds(fields.get("timeout"), "timeout")
+        threshold = self._seconds(fields.get("latency_threshold"), "latency_threshold")
+        follow = self._bool(fields.get("follow_redirects"), "follow_redirects", True)
+        verify = self._bool(fields.get("verify_tls"), "verify_tls", True)
+        if timeout is not None and timeout >= self.defaults.interval:
+            self.problem(
+                fields["timeout"],
+                f"timeout {timeout:g}s must be shorter than the probe interval "
+                f"({self.defaults.interval:g}s)",
+            )
+        if self.problems or name is None or url is None:
+            return None
+        raw_url, target = url
+        has_userinfo = urlsplit(raw_url).password
+        if has_userinfo:
+            self.secrets.append(has_userinfo)
+            user = urlsplit(raw_url).username or ""
+            token = base64.b64encode(f"{user}:{has_userinfo}".encode()).decode("ascii")
+            headers = (("Authorization", f"Basic {token}"), *headers)
+            self.secrets.append(token)
+        return Endpoint(
+            name=name,
+            url=target.url,
+            display_url=_safe_url(str(fields["url"].value).strip()),
+            domain=domain_of(raw_url),
+            method=method,
+            headers=headers,
+            body=body,
+            timeout=timeout if timeout is not None else self.defaults.timeout,
+            latency_threshold=(
+                threshold if threshold is not None else self.defaults.latency_threshold
+            ),
+            follow_redirects=follow,
+            verify_tls=verify,
+            line=_line(node),
+            request=target,
+            secrets=tuple(sorted(set(self.secrets), key=len, reverse=True)),
+        )
+
+    def _scalar_text(self, node: yaml.Node, what: str) -> str | None:
+        """A scalar as the text written in the file (numbers and booleans become strings)."""
+        if not isinstance(node, yaml.ScalarNode) or node.tag == _NULL_TAG:
+            self.problem(node, f"{what} must be a string, not {_kind(node)}")
+            return None
+        return str(node.value)
+
+    def _name(self, node: yaml.Node | None) -> str | None:
+        if node is None:
+            return None
+        text = self._scalar_text(node, "name")
+        if text is None:
+            return None
+        if not text.strip():
+            self.problem(node, "name must not be empty")
+            return None
+        if any(ch in text for ch in "\r\n\x00"):
+            self.problem(node, "name must be one line of text")
+            return None
+        return text
+
+    def _expand(self, node: yaml.Node, text: str, what: str) -> str | None:
+        """Replace ${VAR} from the environment; the values become secrets to redact."""
+        missing: list[str] = []
+
+        def sub(match: re.Match[str]) -> str:
+            var = match.group(1)
+            if not _ENV_NAME.match(var):
+                missing.append(f"invalid variable name {var!r}")
+                return ""
+            value = os.environ.get(var)
+            if value is None:
+                missing.append(f"environment variable {var} is not set")
+                return ""
+            self.secrets.append(value)
+            return value
+
+        expanded = _ENV_REF.sub(sub, text)
+        for message in missing:
+            self.problem(node, f"{what}: {message}")
+        return None if missing else expanded
+
+    def _url(self, node: yaml.Node) -> tuple[str, RequestTarget] | None:
+        text = self._scalar_text(node, "url")
+        if text is None:
+            return None
+        expanded = self._expand(node, text.strip(), "url")
+        if expanded is None:
+            return None
+        scheme = urlsplit(expanded).scheme.lower()
+        if scheme not in ("http", "https"):
+            self.problem(
+                node,
+                f"url must start with http:// or https://, not {_short(_safe_url(text))!r}",
+            )
+            return None
+        try:
+            return expanded, prepare_target(expanded)
+        except (ValueError, httpx.InvalidURL) as exc:
+            message = redact(str(exc), self.secrets)
+            self.problem(node, f"url {_short(_safe_url(text))!r} is invalid: {message}")
+            return None
+
+    def _method(self, node: yaml.Node | None) -> str:
+        if node is None:
+            return "GET"
+        text = self._scalar_text(node, "method")
+        if text is None:
+            return "GET"
+        if not _TOKEN.match(text):
+            self.problem(node, f"method {_short(text)!r} is not a valid HTTP method token")
+            return "GET"
+        return text.upper()
+
+    def _headers(self, node: yaml.Node | None) -> tuple[tuple[str, str], ...]:
+        if node is None or (isinstance(node, yaml.ScalarNode) and node.tag == _NULL_TAG):
+            return ()
+        if not isinstance(node, yaml.MappingNode):
+            self.problem(node, f"headers must be a mapping of name to value, not {_kind(node)}")
+            return ()
+        headers: list[tuple[str, str]] = []
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = self._scalar_text(key_node, "a header name")
+            if key is None:
+                continue
+            if not _TOKEN.match(key):
+                self.problem(key_node, f"header name {_short(key)!r} is not a valid token")
+                continue
+            if key.lower() in seen:
+                self.problem(key_node, f"duplicate header {key!r}")
+                continue
+            seen.add(key.lower())
+            # The value is never echoed: headers carry credentials.
+            value = self._scalar_text(value_node, f"the value of header {key!r}")
+            if value is None:
+                continue
+            expanded = self._expand(value_node, value, f"header {key!r}")
+            if expanded is None:
+                continue
+            if any(ch in expanded for ch in "\r\n\x00"):
+                self.problem(value_node, f"the value of header {key!r} contains a line break")
+                continue
+            self.secrets.append(expanded)
+            headers.append((key, expanded))
+        return tuple(headers)
+
+    def _body(self, node: yaml.Node | None) -> bytes | None:
+        if node is None:
+            return None
+        if not isinstance(node, yaml.ScalarNode) or node.tag == _NULL_TAG:
+            self.problem(
+                node,
+                f"body must be a string (a JSON-encoded string such as '{{\"foo\":\"bar\"}}'), "
+                f"not {_kind(node)}",
+            )
+            return None
+        expanded = self._expand(node, str(node.value), "body")
+        return None if expanded is None else expanded.encode("utf-8")
+
+    def _seconds(self, node: yaml.Node | None, what: str) -> float | None:
+        if node is None:
+            return None
+        value = _typed_scalar(node, _NUMBER_TAGS)
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            self.problem(node, f"{what} must be a number of seconds, not {_kind(node)}")
+            return None
+        seconds = float(value)
+        if not 0 < seconds < float("inf"):
+            self.problem(node, f"{what} must be greater than 0 seconds, not {value}")
+            return None
+        return seconds
+
+    def _bool(self, node: yaml.Node | None, what: str, default: bool) -> bool:
+        if node is None:
+            return default
+        value = _typed_scalar(node, (_BOOL_TAG,))
+        if not isinstance(value, bool):
+            self.problem(node, f"{what} must be true or false, not {_kind(node)}")
+            return default
+        return value
+
+
+def _typed_scalar(node: yaml.Node, tags: tuple[str, ...]) -> Any:
+    if not isinstance(node, yaml.ScalarNode) or node.tag not in tags:
+        return None
+    return yaml.constructor.SafeConstructor().construct_object(node)
+
+
+def _safe_url(url: str) -> str:
+    """The URL as written, with any password hidden (``${VAR}`` stays unexpanded)."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":xxxxx@", 1)
+        return parts._replace(netloc=netloc).geturl()
+    return url
+

@@ -1,0 +1,253 @@
+"""The daemon's life in four visible steps: capture signals, start up, run cycles, shut down.
+
+The first SIGINT/SIGTERM asks to stop (in-flight probes are cancelled, the final report is
+printed, the state file written); a second one exits at once.  SIGHUP reloads the config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import hashlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from availability_exporter import shard, statefile
+from availability_exporter.config import Config, ConfigError, Defaults, load_config, parse_config
+from availability_exporter.demo import DemoServer, demo_config
+from availability_exporter.metrics import exporter_registry, update_rendered
+from availability_exporter.probe import Prober, State
+from availability_exporter.scheduler import Scheduler
+from availability_exporter.settings import Settings, parse_shard
+from availability_exporter.stats import Stats
+
+log = logging.getLogger(__name__)
+
+# How often the config file's content is checked for a change (a ConfigMap swap, an edit).
+CONFIG_POLL_SECONDS = 5.0
+
+
+@dataclass(slots=True)
+class ReloadStatus:
+    successful: bool = True
+    last_success: float = 0.0
+    last_error: str | None = None
+
+
+class Exporter:
+    """The state the scheduler, the console report and the web app share."""
+
+    def __init__(self, settings: Settings, *, out: TextIO = sys.stdout) -> None:
+        self.settings = settings
+        self.out = out
+        self.defaults = Defaults(
+            interval=settings.probe_interval,
+            timeout=settings.timeout,
+            latency_threshold=settings.probe_latency_threshold,
+        )
+        self.shard = parse_shard(settings.shard) if settings.shard else (0, 1)
+        self.stats = Stats()
+        self.stats.on_change = update_rendered
+        self.prober = Prober(keep_alive=settings.probe_keep_alive,
+                             max_connections=settings.probe_concurrency)
+        self.scheduler = Scheduler(
+            stats=self.stats, probe=self.prober.probe, interval=settings.probe_interval,
+            concurrency=settings.probe_concurrency, on_cycle=self._cycle_done,
+        )
+        self.registry = exporter_registry(self)
+        self.reload_status = ReloadStatus()
+        self.config: Config | None = None
+        self.config_path: Path | None = settings.config
+        self.demo: DemoServer | None = None
+        self.stop = asyncio.Event()
+        self.started = time.monotonic()
+        self._seen_digest: str | None = None
+        self._state_write: asyncio.Task[None] | None = None
+        self._reload_lock = asyncio.Lock()
+
+    # -- config -------------------------------------------------------------------------
+
+    def load(self) -> Config:
+        """Read the endpoints file (or the demo's); raises ConfigError."""
+        if self.demo is not None:
+            return parse_config(demo_config(self.demo.port).encode(), "<demo>", self.defaults)
+        assert self.config_path is not None
+        return load_config(self.config_path, self.defaults)
+
+    def apply(self, config: Config) -> None:
+        index, count = self.shard
+        endpoints = shard.select(config.endpoints, index, count)
+        self.stats.apply(endpoints)
+        self.config = config
+        self._seen_digest = config.digest
+        self.reload_status = ReloadStatus(successful=True, last_success=time.time())
+        log.info("config loaded: %d endpoints (%d in shard %d/%d)",
+                 len(config.endpoints), len(endpoints), index, count)
+
+    async def reload(self) -> None:
+        """Re-read the config off the event loop; a bad file keeps the old one probing."""
+        async with self._reload_lock:
+            try:
+                config = await asyncio.to_thread(self.load)
+            except ConfigError as exc:
+                self.reload_status.successful = False
+                self.reload_status.last_error = str(exc)
+                log.error("config reload failed, keeping the running config:\n%s", exc)
+                raise
+            self.apply(config)
+
+    async def _watch_config(self) -> None:
+        """Reload when the file's content changes (by hash, so a symlink swap is seen)."""
+        if self.config_path is None:
+            return
+        path = self.config_path
+        while not self.stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), CONFIG_POLL_SECONDS)
+                return
+            try:
+                data = await asyncio.to_thread(path.read_bytes)
+            except OSError:
+                continue  # a reload reports it; a ConfigMap swap may be in progress
+            digest = hashlib.sha256(data).hexdigest()
+            if digest != self._seen_digest:
+                self._seen_digest = digest  # try each new content once
+                log.info("config file %s changed; reloading", path)
+                with contextlib.suppress(ConfigError):
+                    await self.reload()
+
+    # -- cycles -------------------------------------------------------------------------
+
+    def _cycle_done(self, cycle: int) -> None:
+        self.print_report()
+        if self.settings.state_file is not None and (
+            self._state_write is None or self._state_write.done()
+        ):
+            snap = statefile.snapshot(self.stats)
+            self._state_write = asyncio.get_running_loop().create_task(
+                self._write_state(snap)
+            )
+
+    async def _write_state(self, snap: statefile.Snapshot) -> None:
+        assert self.settings.state_file is not None
+        try:
+            await asyncio.to_thread(statefile.write, self.settings.state_file, snap)
+        except OSError as exc:
+            log.error("cannot write state file %s: %s", self.settings.state_file, exc)
+
+    def print_report(self) -> None:
+        self.out.write(self.stats.report())
+        self.out.flush()
+
+    def all_up(self) -> bool:
+        return all(s.last is not None and s.last.state is State.UP for s in self.stats)
+
+    @property
+    def ready(self) -> bool:
+        return self.scheduler.cycle_stats.cycles > 0
+
+    def healthy(self) -> bool:
+        """False when no cycle has completed for three intervals."""
+        last = self.scheduler.cycle_stats.last_completed
+        since = asyncio.get_running_loop().time() - last if last is not None else (
+            time.monotonic() - self.started
+        )
+        return since <= 3 * self.settings.probe_interval
+
+    # -- life -----------------------------------------------------------------------------
+
+    async def run(self, *, web: Callable[[Exporter], asyncio.Task[None]] | None = None) -> int:
+        """Start up, cycle until stopped, shut down; returns the exit status."""
+        settings = self.settings
+        loop = asyncio.get_running_loop()
+        self._capture_signals(loop)
+        if settings.demo:
+            self.demo = DemoServer()
+            await self.demo.start()
+        self.apply(await asyncio.to_thread(self.load))
+        if settings.state_file is not None:
+            saved = await asyncio.to_thread(statefile.read, settings.state_file)
+            restored = self.stats.restore(saved, statefile.url_key)
+            if saved:
+                log.info("restored counts of %d endpoints from %s", restored, settings.state_file)
+        await self._warm_up()
+        tasks: list[asyncio.Task[None]] = []
+        if web is not None:
+            tasks.append(web(self))
+        tasks.append(loop.create_task(self._watch_config()))
+        if settings.run_duration is not None:
+            loop.call_later(settings.run_duration, self.stop.set)
+        # Start-up garbage is permanent; keep the collector from rescanning it every cycle.
+        gc.collect()
+        gc.freeze()
+        try:
+            await self.scheduler.run(self.stop, max_cycles=1 if settings.once else None)
+        finally:
+            self.stop.set()
+            await self._shutdown(tasks)
+        if settings.once:
+            return 0 if self.all_up() else 1
+        self.print_report()
+        return 0
+
+    async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=1.5)
+        await self.prober.aclose()
+        if self.demo is not None:
+            await self.demo.stop()
+        if self._state_write is not None:
+            await asyncio.wait([self._state_write], timeout=2.0)
+        if self.settings.state_file is not None:
+            await self._write_state(statefile.snapshot(self.stats))
+
+    def _capture_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        def on_stop() -> None:
+            if self.stop.is_set():
+                log.warning("second stop signal: exiting now")
+                sys.stdout.flush()
+                os._exit(1)
+            log.info("stop requested: finishing")
+            self.stop.set()
+
+        def on_hup() -> None:
+            async def reload() -> None:
+                with contextlib.suppress(ConfigError):
+                    await self.reload()
+
+            loop.create_task(reload())
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_stop)
+        if not self.settings.once:
+            loop.add_signal_handler(signal.SIGHUP, on_hup)
+
+    async def _warm_up(self) -> None:
+        """One throwaway probe of a local listener, so the first tick pays no lazy imports."""
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            config = parse_config(
+                f"- {{name: warm-up, url: 'http://127.0.0.1:{port}/'}}".encode(), "<warm-up>",
+                self.defaults,
+            )
+            await self.prober.probe(config.endpoints[0])
+        finally:
+            server.close()

@@ -1,0 +1,244 @@
+"""Turns stats into Prometheus exposition text, cheaply enough for 10,000 endpoints.
+
+prometheus-client's ``generate_latest`` over a 10,000-endpoint registry takes seconds and would
+stall the probe loop on every scrape.  Instead each endpoint's samples are rendered once, when
+its stats change (one probe = one render), and kept as bytes per metric family; a scrape only
+joins them under each family's HELP and TYPE lines.  Endpoints that leave the config are simply
+not iterated any more, so their series vanish.
+
+Exporter-level metrics (cycles, reloads, build info) and prometheus-client's process and
+platform collectors live on an explicit ``CollectorRegistry`` and are appended to the output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
+from prometheus_client import exposition as text_exposition
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.openmetrics import exposition as om_exposition
+from prometheus_client.registry import Collector
+
+from availability_exporter import __version__
+from availability_exporter.probe import PHASES, REASONS, STATES, State
+from availability_exporter.stats import BUCKETS, EndpointStats, Stats
+
+if TYPE_CHECKING:
+    from availability_exporter.daemon import Exporter
+
+TEXT_CONTENT_TYPE = text_exposition.CONTENT_TYPE_LATEST
+OPENMETRICS_CONTENT_TYPE = om_exposition.CONTENT_TYPE_LATEST
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    name: str
+    type: str
+    help: str
+
+
+FAMILIES: tuple[Family, ...] = (
+    Family("availability_endpoint_up", "gauge",
+           "1 if the last probe was up (2xx within the latency threshold), else 0."),
+    Family("availability_endpoint_state", "gauge",
+           "1 on the endpoint's current state (up, degraded, down), 0 on the others."),
+    Family("availability_probes_total", "counter", "Probes by result (up, degraded, down)."),
+    Family("availability_probe_failures_total", "counter", "Probes that were not up, by reason."),
+    Family("availability_probe_duration_seconds", "histogram",
+           "Whole-probe latency in seconds, from the request's real start to the end of the "
+           "body."),
+    Family("availability_probe_phase_duration_seconds", "gauge",
+           "Seconds spent in each phase of the last probe (connect includes DNS)."),
+    Family("availability_http_status_code", "gauge",
+           "HTTP status of the last probe's final response, 0 if none arrived."),
+    Family("availability_tls_cert_expiry_timestamp_seconds", "gauge",
+           "When the leaf TLS certificate last presented expires (notAfter), as a Unix "
+           "timestamp; exported even when verification failed."),
+    Family("availability_endpoint_last_probe_timestamp_seconds", "gauge",
+           "When the last probe finished, as a Unix timestamp."),
+)
+RATIO = Family("availability_ratio", "gauge",
+               "Cumulative up probes / all probes per domain since start, 0-1; the console "
+               "report shows floor(100 * this).")
+
+_LE = (*(repr(float(b)) for b in BUCKETS), "+Inf")
+
+
+def escape_label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _num(value: float | int) -> str:
+    return repr(float(value)) if isinstance(value, float) else f"{value}.0"
+
+
+def render_endpoint(stats: EndpointStats) -> tuple[bytes, ...]:
+    """The samples of one endpoint, one bytes chunk per family in FAMILIES order."""
+    endpoint = stats.endpoint
+    labels = f'endpoint="{escape_label(endpoint.name)}",domain="{escape_label(endpoint.domain)}"'
+    last = stats.last
+    state = last.state if last is not None else None
+    f = FAMILIES
+    out: list[str] = [
+        f"{f[0].name}{{{labels}}} {1 if state is State.UP else 0}.0\n",
+        "".join(
+            f'{f[1].name}{{{labels},state="{s.value}"}} {1 if state is s else 0}.0\n'
+            for s in STATES
+        ),
+        (
+            f'{f[2].name}{{{labels},result="up"}} {stats.up}.0\n'
+            f'{f[2].name}{{{labels},result="degraded"}} {stats.degraded}.0\n'
+            f'{f[2].name}{{{labels},result="down"}} {stats.down}.0\n'
+        ),
+        "".join(
+            f'{f[3].name}{{{labels},reason="{reason}"}} {count}.0\n'
+            for reason, count in zip(REASONS, stats.failures, strict=True)
+        ),
+    ]
+    histogram: list[str] = []
+    cumulative = 0
+    bucket = f"{f[4].name}_bucket{{{labels},le="
+    for le, count in zip(_LE, stats.bucket_counts, strict=True):
+        cumulative += count
+        histogram.append(f'{bucket}"{le}"}} {cumulative}.0\n')
+    histogram.append(f"{f[4].name}_sum{{{labels}}} {_num(stats.duration_sum)}\n")
+    histogram.append(f"{f[4].name}_count{{{labels}}} {cumulative}.0\n")
+    out.append("".join(histogram))
+    phases = last.phases if last is not None else (0.0,) * len(PHASES)
+    https = endpoint.is_https
+    out.append("".join(
+        f'{f[5].name}{{{labels},phase="{phase}"}} {_num(value)}\n'
+        for phase, value in zip(PHASES, phases, strict=True)
+        if https or phase != "tls"
+    ))
+    out.append(f"{f[6].name}{{{labels}}} {last.status_code if last else 0}.0\n")
+    # Absent until a certificate was seen: a 0 ("expired in 1970") would fire expiry alerts.
+    expiry = stats.cert_not_after
+    out.append(f"{f[7].name}{{{labels}}} {_num(expiry)}\n" if https and expiry else "")
+    out.append(f"{f[8].name}{{{labels}}} {_num(last.finished_at) if last else '0.0'}\n")
+    return tuple(s.encode("utf-8") for s in out)
+
+
+def update_rendered(stats: EndpointStats) -> None:
+    """Stats hook: re-render an endpoint after each change (see Stats.on_change)."""
+    stats.rendered = render_endpoint(stats)
+
+
+def _header(family: Family, openmetrics: bool) -> bytes:
+    name = family.name
+    if openmetrics and family.type == "counter":
+        name = name.removesuffix("_total")  # OpenMetrics names the counter family without it
+    return f"# HELP {name} {family.help}\n# TYPE {name} {family.type}\n".encode()
+
+
+def exposition(
+    stats: Stats, registry: CollectorRegistry, *, openmetrics: bool = False,
+    chunk_size: int = 1 << 20,
+) -> Iterator[bytes]:
+    """The whole /metrics body as chunks of about ``chunk_size`` bytes.
+
+    Chunks let the web layer send (and gzip) a large exposition piece by piece, yielding to the
+    event loop between pieces, without ever holding a second full copy in memory.
+    """
+    endpoints = list(stats)
+    buffer: list[bytes] = []
+    size = 0
+    for index, family in enumerate(FAMILIES):
+        buffer.append(_header(family, openmetrics))
+        for item in endpoints:
+            piece = item.rendered[index] if item.rendered else b""
+            buffer.append(piece)
+            size += len(piece)
+            if size >= chunk_size:
+                yield b"".join(buffer)
+                buffer, size = [], 0
+    buffer.append(_header(RATIO, openmetrics))
+    for domain, up, total in stats.domains():
+        buffer.append(
+            f'{RATIO.name}{{domain="{escape_label(domain)}"}} {_num(up / total)}\n'.encode()
+        )
+    buffer.append(_registry_text(registry, openmetrics))
+    yield b"".join(buffer)
+
+
+def _registry_text(registry: CollectorRegistry, openmetrics: bool) -> bytes:
+    if openmetrics:
+        text: bytes = om_exposition.generate_latest(registry)  # type: ignore[no-untyped-call]
+        return text  # ends with "# EOF"
+    return text_exposition.generate_latest(registry)
+
+
+def wants_openmetrics(accept: str) -> bool:
+    return any(
+        part.split(";")[0].strip() == "application/openmetrics-text"
+        for part in accept.split(",")
+    )
+
+
+def family_names() -> Iterable[str]:
+    return [f.name for f in FAMILIES] + [RATIO.name]
+
+
+class ExporterCollector(Collector):
+    """The exporter's own metrics (cycles, reloads, build), fresh families on every scrape."""
+
+    def __init__(self, exporter: Exporter) -> None:
+        self.exporter = exporter
+
+    def collect(self) -> Iterator[Metric]:
+        exporter = self.exporter
+        cycle = exporter.scheduler.cycle_stats
+        build = GaugeMetricFamily("availability_exporter_build_info",
+                                  "Always 1; the version label says which build runs.",
+                                  labels=["version"])
+        build.add_metric([__version__], 1)
+        yield build
+        yield GaugeMetricFamily("availability_exporter_endpoints",
+                                "Endpoints probed by this process (its shard).",
+                                value=len(exporter.stats))
+        yield CounterMetricFamily("availability_exporter_cycles",
+                                  "Check cycles completed.", value=cycle.cycles)
+        cumulative = 0
+        buckets: list[tuple[str, float]] = []
+        for le, count in zip(_LE, cycle.duration_buckets, strict=True):
+            cumulative += count
+            buckets.append((le, cumulative))
+        yield HistogramMetricFamily(
+            "availability_exporter_cycle_duration_seconds",
+            "Seconds from a cycle's start to its last probe's end.",
+            buckets=buckets, sum_value=cycle.duration_sum,
+        )
+        yield GaugeMetricFamily("availability_exporter_cycle_lag_seconds",
+                                "How late the last cycle started after its tick.",
+                                value=cycle.last_lag)
+        yield CounterMetricFamily(
+            "availability_exporter_cycles_missed",
+            "Ticks skipped because the process could not start them on time.",
+            value=cycle.missed,
+        )
+        status = exporter.reload_status
+        yield GaugeMetricFamily("availability_exporter_config_last_reload_successful",
+                                "1 if the last config load or reload succeeded, else 0.",
+                                value=1 if status.successful else 0)
+        yield GaugeMetricFamily(
+            "availability_exporter_config_last_reload_success_timestamp_seconds",
+            "When the config was last loaded successfully, as a Unix timestamp.",
+            value=status.last_success,
+        )
+
+
+def exporter_registry(exporter: Exporter) -> CollectorRegistry:
+    """An explicit registry: the exporter's collector plus process and platform metrics."""
+    registry = CollectorRegistry()
+    registry.register(ExporterCollector(exporter))
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    return registry

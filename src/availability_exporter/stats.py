@@ -1,0 +1,184 @@
+"""Cumulative counts per endpoint and per domain, and the console report.
+
+Only endpoints of the current config count.  A result is recorded against the exact
+``EndpointStats`` object that was probed, so a result arriving for an endpoint that a reload
+removed or changed is dropped and its series never come back.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from availability_exporter.config import Endpoint
+from availability_exporter.probe import PHASES, REASONS, ProbeResult, State
+
+HISTORY = 20
+BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_REASON_INDEX = {reason: i for i, reason in enumerate(REASONS)}
+_PHASE_COUNT = len(PHASES)
+
+
+class EndpointStats:
+    """Everything counted for one endpoint since it (with this name and URL) entered the config."""
+
+    __slots__ = (
+        "bucket_counts", "cert_not_after", "degraded", "down", "duration_sum", "endpoint",
+        "failures", "history", "last", "rendered", "up",
+    )
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self.up = 0
+        self.degraded = 0
+        self.down = 0
+        self.failures = [0] * len(REASONS)
+        # Non-cumulative counts per bucket; the last one is +Inf.
+        self.bucket_counts = [0] * (len(BUCKETS) + 1)
+        self.duration_sum = 0.0
+        self.last: ProbeResult | None = None
+        self.cert_not_after: float | None = None
+        self.history: deque[ProbeResult] = deque(maxlen=HISTORY)
+        # The metrics module keeps this endpoint's exposition text here (see metrics.py).
+        self.rendered: tuple[bytes, ...] = ()
+
+    @property
+    def total(self) -> int:
+        return self.up + self.degraded + self.down
+
+    def add(self, result: ProbeResult) -> None:
+        if result.state is State.UP:
+            self.up += 1
+        elif result.state is State.DEGRADED:
+            self.degraded += 1
+        else:
+            self.down += 1
+        if result.reason is not None:
+            self.failures[_REASON_INDEX[result.reason]] += 1
+        self.bucket_counts[bisect.bisect_left(BUCKETS, result.duration)] += 1
+        self.duration_sum += result.duration
+        if result.cert_not_after is not None:
+            self.cert_not_after = result.cert_not_after
+        self.last = result
+        self.history.append(result)
+
+    def restore(self, counts: SavedCounts) -> None:
+        """Take over counts saved by an earlier run (see statefile.py)."""
+        self.up, self.degraded, self.down = counts.up, counts.degraded, counts.down
+        self.failures = list(counts.failures)
+        self.bucket_counts = list(counts.buckets)
+        self.duration_sum = counts.duration_sum
+
+
+@dataclass(frozen=True, slots=True)
+class SavedCounts:
+    """The cumulative part of EndpointStats, as kept in the state file."""
+
+    up: int
+    degraded: int
+    down: int
+    failures: tuple[int, ...]
+    buckets: tuple[int, ...]
+    duration_sum: float
+
+    @classmethod
+    def of(cls, stats: EndpointStats) -> SavedCounts:
+        return cls(
+            stats.up, stats.degraded, stats.down, tuple(stats.failures),
+            tuple(stats.bucket_counts), stats.duration_sum,
+        )
+
+
+def percentage(up: int, total: int) -> int:
+    """floor(100 * up / total) in integer arithmetic.
+
+    The exercise drops decimals (2/3 is 66, never 67); integer division is exact where a
+    float product could land a hair under a whole number.
+    """
+    return 100 * up // total
+
+
+class Stats:
+    """The counts of the current config's endpoints, in config order."""
+
+    def __init__(self) -> None:
+        self._endpoints: dict[str, EndpointStats] = {}
+        self._domains: dict[str, list[int]] = {}  # domain -> [up, total], first-seen order
+        self.on_change: Callable[[EndpointStats], None] | None = None
+
+    def __len__(self) -> int:
+        return len(self._endpoints)
+
+    def __iter__(self) -> Iterator[EndpointStats]:
+        return iter(self._endpoints.values())
+
+    def get(self, name: str) -> EndpointStats | None:
+        return self._endpoints.get(name)
+
+    def apply(self, endpoints: Iterable[Endpoint]) -> list[EndpointStats]:
+        """Switch to a new endpoint list; those with the same name and URL keep their counts."""
+        old = self._endpoints
+        new: dict[str, EndpointStats] = {}
+        for endpoint in endpoints:
+            kept = old.get(endpoint.name)
+            if kept is not None and kept.endpoint.url == endpoint.url:
+                kept.endpoint = endpoint
+                new[endpoint.name] = kept
+            else:
+                new[endpoint.name] = EndpointStats(endpoint)
+        self._endpoints = new
+        self._recount_domains()
+        if self.on_change is not None:
+            for stats in new.values():
+                self.on_change(stats)
+        return list(new.values())
+
+    def _recount_domains(self) -> None:
+        domains: dict[str, list[int]] = {}
+        for stats in self._endpoints.values():
+            counts = domains.setdefault(stats.endpoint.domain, [0, 0])
+            counts[0] += stats.up
+            counts[1] += stats.total
+        self._domains = domains
+
+    def record(self, stats: EndpointStats, result: ProbeResult) -> bool:
+        """Count a result; False (and nothing counted) if the endpoint left the config."""
+        if self._endpoints.get(stats.endpoint.name) is not stats:
+            return False
+        stats.add(result)
+        counts = self._domains[stats.endpoint.domain]
+        counts[0] += result.state is State.UP
+        counts[1] += 1
+        if self.on_change is not None:
+            self.on_change(stats)
+        return True
+
+    def restore(
+        self, saved: dict[tuple[str, str], SavedCounts], key: Callable[[str], str]
+    ) -> int:
+        """Restore counts keyed by (name, key(url)); returns how many endpoints were restored."""
+        restored = 0
+        for stats in self._endpoints.values():
+            counts = saved.get((stats.endpoint.name, key(stats.endpoint.url)))
+            if counts is not None:
+                stats.restore(counts)
+                restored += 1
+                if self.on_change is not None:
+                    self.on_change(stats)
+        self._recount_domains()
+        return restored
+
+    def domains(self) -> list[tuple[str, int, int]]:
+        """(domain, up, total) in first-seen config order, domains with probes only."""
+        return [(d, c[0], c[1]) for d, c in self._domains.items() if c[1] > 0]
+
+    def report(self) -> str:
+        """The console report: one line per domain in the exercise's format, then ---."""
+        lines = [
+            f"{domain} has {percentage(up, total)}% availability percentage"
+            for domain, up, total in self.domains()
+        ]
+        lines.append("---")
+        return "\n".join(lines) + "\n"

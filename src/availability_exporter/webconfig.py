@@ -1,0 +1,871 @@
+"""The ``--web.config.file``: TLS, basic auth and response headers, in exporter-toolkit format.
+
+The file has the shape that every Prometheus exporter reads (exporter-toolkit's
+``docs/web-configuration.md``), so an SRE can reuse the file they already have::
+
+    tls_server_config:
+      cert_file: server.crt          # relative paths: relative to this file's directory
+      key_file: server.key
+      client_auth_type: RequireAndVerifyClientCert
+      client_ca_file: clients-ca.crt
+      min_version: TLS12
+    http_server_config:
+      headers:
+        X-Content-Type-Options: nosniff
+    basic_auth_users:
+      prometheus: $2y$10$...         # bcrypt hash, e.g. from `htpasswd -nBC 10 "" | tr -d ':\\n'`
+
+Everything is checked once, at start-up, and all problems are reported together
+(:class:`WebConfigError`): unknown keys, a cert without a key, unreadable files, a
+certificate and key that do not belong together, malformed bcrypt hashes. A bad
+file is a start-up error, never a failure on the first scrape.
+
+Where Python's ``ssl`` module cannot do what the Go toolkit does, the file is
+rejected with the reason rather than served with weaker security:
+
+- ``client_auth_type: RequireAnyClientCert`` (Go requires a certificate but does
+  not verify it; OpenSSL through Python verifies every certificate it requires).
+- ``client_allowed_sans`` (needs a post-handshake hook Python's ``ssl`` lacks).
+- ``min_version``/``max_version`` below TLS 1.2 (deprecated in Python, refused by
+  OpenSSL's default security level).
+- more than one ``curve_preferences`` entry (``SSLContext.set_ecdh_curve`` takes one).
+- inline ``cert``/``key``/``client_ca`` and ``rate_limit`` (not implemented).
+
+``client_auth_type: RequestClientCert`` is served as ``NoClientCert``: Go asks for a
+certificate and ignores it; the exporter never reads one either, so access is the
+same. ``http_server_config.http2`` is accepted and ignored: uvicorn serves HTTP/1.1
+(its HTTP/2 needs an extra package this project does not ship).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import re
+import secrets
+import ssl
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Final, NoReturn, TypedDict
+
+import bcrypt
+import yaml
+
+__all__ = [
+    "ASGIApp",
+    "BasicAuthMiddleware",
+    "ClientAuth",
+    "TLSSettings",
+    "UvicornSSLKwargs",
+    "WebConfig",
+    "WebConfigError",
+    "load_web_config",
+]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+REALM: Final = "availability-exporter"
+
+
+class WebConfigError(Exception):
+    """The web config file is invalid; the message lists every problem, one per line."""
+
+    def __init__(self, path: Path, problems: Iterable[str]) -> None:
+        self.path = path
+        self.problems = tuple(problems)
+        count = len(self.problems)
+        lines = "\n".join(f"  {p}" for p in self.problems)
+        super().__init__(
+            f"invalid web config {path} ({count} problem{'s' if count != 1 else ''}):\n{lines}"
+        )
+
+
+class ClientAuth(StrEnum):
+    """The client certificate policies that Python's ``ssl`` can enforce."""
+
+    NO_CLIENT_CERT = "NoClientCert"
+    REQUEST_CLIENT_CERT = "RequestClientCert"
+    VERIFY_CLIENT_CERT_IF_GIVEN = "VerifyClientCertIfGiven"
+    REQUIRE_AND_VERIFY_CLIENT_CERT = "RequireAndVerifyClientCert"
+
+    @property
+    def cert_reqs(self) -> ssl.VerifyMode:
+        """The ``ssl`` verify mode that enforces this policy."""
+        return _CERT_REQS[self]
+
+    @property
+    def needs_client_ca(self) -> bool:
+        return self.cert_reqs is not ssl.CERT_NONE
+
+
+_CERT_REQS: Final[Mapping[ClientAuth, ssl.VerifyMode]] = {
+    ClientAuth.NO_CLIENT_CERT: ssl.CERT_NONE,
+    # Go requests a certificate and ignores it; nothing here reads it, so not asking
+    # gives the same access (Python cannot ask without verifying).
+    ClientAuth.REQUEST_CLIENT_CERT: ssl.CERT_NONE,
+    ClientAuth.VERIFY_CLIENT_CERT_IF_GIVEN: ssl.CERT_OPTIONAL,
+    ClientAuth.REQUIRE_AND_VERIFY_CLIENT_CERT: ssl.CERT_REQUIRED,
+}
+
+_TLS_VERSIONS: Final[Mapping[str, ssl.TLSVersion]] = {
+    "TLS12": ssl.TLSVersion.TLSv1_2,
+    "TLS13": ssl.TLSVersion.TLSv1_3,
+}
+_OLD_TLS_VERSIONS: Final = frozenset({"TLS10", "TLS11"})
+
+# Go's names (crypto/tls CipherSuites()) to OpenSSL's. TLS 1.3 suites map to None:
+# neither Go nor OpenSSL's cipher list lets them be chosen, so they are accepted and
+# have no effect, as in the Go toolkit.
+_CIPHER_SUITES: Final[Mapping[str, str | None]] = {
+    "TLS_AES_128_GCM_SHA256": None,
+    "TLS_AES_256_GCM_SHA384": None,
+    "TLS_CHACHA20_POLY1305_SHA256": None,
+    "TLS_RSA_WITH_AES_128_CBC_SHA": "AES128-SHA",
+    "TLS_RSA_WITH_AES_256_CBC_SHA": "AES256-SHA",
+    "TLS_RSA_WITH_AES_128_GCM_SHA256": "AES128-GCM-SHA256",
+    "TLS_RSA_WITH_AES_256_GCM_SHA384": "AES256-GCM-SHA384",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA": "ECDHE-ECDSA-AES128-SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA": "ECDHE-ECDSA-AES256-SHA",
+    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA": "ECDHE-RSA-AES128-SHA",
+    "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA": "ECDHE-RSA-AES256-SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256": "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384": "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256": "ECDHE-RSA-AES128-GCM-SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384": "ECDHE-RSA-AES256-GCM-SHA384",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-RSA-CHACHA20-POLY1305",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-ECDSA-CHACHA20-POLY1305",
+}
+
+_CURVES: Final[Mapping[str, str]] = {
+    "CurveP256": "prime256v1",
+    "CurveP384": "secp384r1",
+    "CurveP521": "secp521r1",
+    "X25519": "X25519",
+}
+
+# The only headers the toolkit lets a web config set, with their allowed values
+# (empty: any value). Names are matched exactly, as in Go.
+_HEADERS: Final[Mapping[str, tuple[str, ...]]] = {
+    "Content-Security-Policy": (),
+    "Strict-Transport-Security": (),
+    "X-Content-Type-Options": ("nosniff",),
+    "X-Frame-Options": ("deny", "sameorigin"),
+    "X-XSS-Protection": (),
+}
+
+_BCRYPT_HASH: Final = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
+_HASH_HELP: Final = (
+    "allowed: $2a$, $2b$ or $2y$, a two-digit cost 04-31, '$', then 53 characters of salt"
+    " and hash, as made by: htpasswd -nBC 10 \"\" | tr -d ':\\n'"
+)
+# bcrypt uses the first 72 bytes of a password; Go and htpasswd silently truncate,
+# Python's bcrypt raises instead, so truncate to accept the same passwords.
+_BCRYPT_MAX_PASSWORD: Final = 72
+
+
+class _TLSFileError(Exception):
+    """A TLS file could not be loaded; ``key`` is the config key that names it."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"tls_server_config.{key}: {message}")
+        self.key = key
+        self.message = message
+
+
+def _refuse_passphrase() -> NoReturn:
+    # Without a password callback OpenSSL prompts on the terminal for an encrypted
+    # key, which would hang a daemon.
+    raise _TLSFileError(
+        "key_file",
+        "the key is encrypted; the web config has no passphrase setting, give an unencrypted key",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class TLSSettings:
+    """What the server's TLS context is built from; paths are absolute."""
+
+    cert_file: Path
+    key_file: Path
+    client_auth_type: ClientAuth = ClientAuth.NO_CLIENT_CERT
+    client_ca_file: Path | None = None
+    min_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2
+    max_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_3
+    ciphers: str | None = None
+    """OpenSSL cipher list for TLS 1.2 and below; None keeps OpenSSL's defaults."""
+    curve: str | None = None
+    """OpenSSL name of the one key-exchange group; None keeps OpenSSL's defaults."""
+    prefer_server_cipher_suites: bool = True
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """Build the server context, reading the files now.
+
+        Raises ``_TLSFileError`` (its message names the config key) when a file
+        does not load.
+        """
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = self.min_version
+        ctx.maximum_version = self.max_version
+        if self.prefer_server_cipher_suites:
+            ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
+        else:
+            ctx.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
+        _check_has_certificate(self.cert_file, "cert_file")
+        try:
+            ctx.load_cert_chain(self.cert_file, self.key_file, password=_refuse_passphrase)
+        except ssl.SSLError as exc:
+            # The certificate parsed above, so what is left is the key.
+            if exc.reason == "KEY_VALUES_MISMATCH":
+                message = (
+                    f"{self.key_file} is not the private key of the certificate in"
+                    f" {self.cert_file}; give the key that belongs to cert_file"
+                )
+            else:
+                message = f"{self.key_file} holds no usable PEM private key ({exc})"
+            raise _TLSFileError("key_file", message) from exc
+        except OSError as exc:
+            raise _TLSFileError("key_file", f"cannot read {self.key_file}: {exc}") from exc
+        ctx.verify_mode = self.client_auth_type.cert_reqs
+        if self.client_ca_file is not None and self.client_auth_type.needs_client_ca:
+            _check_has_certificate(self.client_ca_file, "client_ca_file")
+            ctx.load_verify_locations(self.client_ca_file)
+        if self.ciphers is not None:
+            ctx.set_ciphers(self.ciphers)
+        if self.curve is not None:
+            ctx.set_ecdh_curve(self.curve)
+        return ctx
+
+
+def _check_has_certificate(path: Path, key: str) -> None:
+    """Fail with the config key's name unless ``path`` holds at least one PEM certificate."""
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=path)
+    except ssl.SSLError as exc:
+        raise _TLSFileError(key, f"{path} holds no PEM certificate ({exc.reason})") from exc
+    except OSError as exc:
+        raise _TLSFileError(key, f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+class UvicornSSLKwargs(TypedDict, total=False):
+    """Keyword arguments for ``uvicorn.Config`` that turn on TLS."""
+
+    ssl_certfile: str
+    ssl_keyfile: str
+    ssl_ca_certs: str | None
+    ssl_cert_reqs: int
+    ssl_ciphers: str | None
+    ssl_context_factory: Callable[[Any, Callable[[], ssl.SSLContext]], ssl.SSLContext]
+
+
+def _empty() -> Mapping[str, Any]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebConfig:
+    """A loaded web config; the default (no file) is plain HTTP with no auth and no headers."""
+
+    tls: TLSSettings | None = None
+    users: Mapping[str, bytes] = field(default_factory=_empty)
+    """User name to bcrypt hash."""
+    headers: Mapping[str, str] = field(default_factory=_empty)
+    """Response headers added to every HTTP response."""
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls is not None else "http"
+
+    def uvicorn_ssl_kwargs(self) -> UvicornSSLKwargs:
+        """``uvicorn.Config`` keyword arguments for this config's TLS; empty for plain HTTP.
+
+        The plain ``ssl_*`` values are what uvicorn can express itself (they make
+        ``Config.is_ssl`` true and document the setup); ``ssl_context_factory``
+        builds the context uvicorn actually serves with, because uvicorn has no
+        setting for min/max version, server cipher preference or the curve.
+        """
+        tls = self.tls
+        if tls is None:
+            return {}
+
+        def factory(_config: Any, _default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+            return tls.ssl_context()
+
+        return {
+            "ssl_certfile": str(tls.cert_file),
+            "ssl_keyfile": str(tls.key_file),
+            "ssl_ca_certs": None if tls.client_ca_file is None else str(tls.client_ca_file),
+            "ssl_cert_reqs": int(tls.client_auth_type.cert_reqs),
+            "ssl_ciphers": tls.ciphers,
+            "ssl_context_factory": factory,
+        }
+
+    def wrap(self, app: ASGIApp) -> ASGIApp:
+        """``app`` behind basic auth and the configured headers (``app`` itself if neither)."""
+        if not self.users and not self.headers:
+            return app
+        return BasicAuthMiddleware(app, users=self.users, headers=self.headers)
+
+
+# ---------------------------------------------------------------------------
+# Loading
+
+
+_TOP_KEYS: Final = ("tls_server_config", "http_server_config", "basic_auth_users")
+_TLS_KEYS: Final = (
+    "cert_file",
+    "key_file",
+    "client_auth_type",
+    "client_ca_file",
+    "min_version",
+    "max_version",
+    "cipher_suites",
+    "prefer_server_cipher_suites",
+    "curve_preferences",
+)
+_HTTP_KEYS: Final = ("http2", "headers")
+
+# Keys of the toolkit format that are rejected with a reason instead of "unknown key".
+_NOT_SUPPORTED: Final[Mapping[str, str]] = {
+    "rate_limit": "not supported by availability-exporter; remove it (rate-limit in a proxy)",
+    "tls_server_config.cert": "inline PEM is not supported; put it in a file and use cert_file",
+    "tls_server_config.key": "inline PEM is not supported; put it in a file and use key_file",
+    "tls_server_config.client_ca": (
+        "inline PEM is not supported; put it in a file and use client_ca_file"
+    ),
+    "tls_server_config.client_allowed_sans": (
+        "not supported: Python's ssl module has no hook to check client certificate SANs;"
+        " issue client certificates from a dedicated CA and use client_ca_file instead"
+    ),
+}
+
+_Entries = dict[str, tuple[yaml.Node, yaml.Node]]
+
+
+class _Reader:
+    """Walks the YAML node tree, turning values into Python and collecting problems with lines."""
+
+    def __init__(self, path: Path, loader: yaml.SafeLoader) -> None:
+        self.path = path
+        self._problems: list[tuple[int, str]] = []
+        self._loader = loader
+
+    @property
+    def problems(self) -> list[str]:
+        """Every problem so far, in file order."""
+        return [text for _, text in sorted(self._problems, key=lambda p: p[0])]
+
+    def problem(self, node: yaml.Node, key: str, message: str) -> None:
+        line = node.start_mark.line + 1
+        where = key or "top level"
+        self._problems.append((line, f"{self.path}:{line}: {where}: {message}"))
+
+    def mapping(self, node: yaml.Node, key: str, allowed: Iterable[str]) -> _Entries:
+        """A mapping node's entries; reports non-mappings, bad or unknown keys, duplicates."""
+        allowed = tuple(allowed)
+        if not isinstance(node, yaml.MappingNode):
+            self.problem(node, key, f"must be a mapping with the keys {', '.join(allowed)}")
+            return {}
+        entries: _Entries = {}
+        for key_node, value_node in node.value:
+            name = self.value(key_node)
+            full = f"{key}.{name}" if key else str(name)
+            if not isinstance(name, str):
+                self.problem(key_node, key, f"key {name!r} must be a string")
+            elif name in entries:
+                self.problem(key_node, full, "duplicate key")
+            elif name in allowed:
+                entries[name] = (key_node, value_node)
+            elif full in _NOT_SUPPORTED:
+                self.problem(key_node, full, _NOT_SUPPORTED[full])
+            else:
+                self.problem(key_node, full, f"unknown key; allowed: {', '.join(allowed)}")
+        return entries
+
+    def value(self, node: yaml.Node) -> object:
+        return self._loader.construct_object(node, deep=True)
+
+    def string(self, node: yaml.Node, key: str) -> str | None:
+        """A string value; None when null or empty (unset, as in Go)."""
+        value = self.value(node)
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str):
+            self.problem(node, key, f"must be a string, got {type(value).__name__}")
+            return None
+        return value
+
+    def boolean(self, node: yaml.Node, key: str, default: bool) -> bool:
+        value = self.value(node)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            self.problem(node, key, "must be true or false")
+            return default
+        return value
+
+    def strings(self, node: yaml.Node, key: str) -> list[tuple[yaml.Node, str]]:
+        if isinstance(node, yaml.ScalarNode) and self.value(node) is None:
+            return []
+        if not isinstance(node, yaml.SequenceNode):
+            self.problem(node, key, "must be a list of strings")
+            return []
+        items: list[tuple[yaml.Node, str]] = []
+        for item in node.value:
+            value = self.value(item)
+            if isinstance(value, str):
+                items.append((item, value))
+            else:
+                self.problem(item, key, f"list items must be strings, got {value!r}")
+        return items
+
+
+def load_web_config(path: Path) -> WebConfig:
+    """Read and check a web config file; raises WebConfigError listing every problem."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise WebConfigError(path, [f"{path}: cannot read the web config: {reason}"]) from exc
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise WebConfigError(path, [f"{path}{line}: not valid YAML: {problem}"]) from exc
+    finally:
+        loader.dispose()
+    reader = _Reader(path, loader)
+    if root is None or (isinstance(root, yaml.ScalarNode) and reader.value(root) is None):
+        return WebConfig()  # An empty file means plain HTTP, as in the Go toolkit.
+    top = reader.mapping(root, "", _TOP_KEYS)
+    tls = _read_tls(reader, *top["tls_server_config"]) if "tls_server_config" in top else None
+    headers = (
+        _read_http(reader, top["http_server_config"][1]) if "http_server_config" in top else {}
+    )
+    users = _read_users(reader, top["basic_auth_users"][1]) if "basic_auth_users" in top else {}
+    if reader.problems:
+        raise WebConfigError(path, reader.problems)
+    return WebConfig(tls=tls, users=MappingProxyType(users), headers=MappingProxyType(headers))
+
+
+def _read_tls(reader: _Reader, section_key: yaml.Node, node: yaml.Node) -> TLSSettings | None:
+    if isinstance(node, yaml.ScalarNode) and reader.value(node) is None:
+        return None
+    entries = reader.mapping(node, "tls_server_config", _TLS_KEYS)
+    if not entries:
+        return None
+    problems_before = len(reader.problems)
+
+    def key_node(name: str) -> yaml.Node:
+        return entries[name][0] if name in entries else section_key
+
+    def text(name: str) -> str | None:
+        if name not in entries:
+            return None
+        return reader.string(entries[name][1], f"tls_server_config.{name}")
+
+    def file(name: str) -> Path | None:
+        value = text(name)
+        if value is None:
+            return None
+        # Relative paths are relative to the web config's directory, as in the toolkit.
+        path = reader.path.parent / value
+        try:
+            with path.open("rb"):
+                pass
+        except OSError as exc:
+            reader.problem(
+                key_node(name),
+                f"tls_server_config.{name}",
+                f"cannot read {path}: {exc.strerror or exc}"
+                " (relative paths are relative to the web config's directory)",
+            )
+        return path
+
+    cert_file, key_file, client_ca_file = (
+        file("cert_file"),
+        file("key_file"),
+        file("client_ca_file"),
+    )
+    if cert_file is None or key_file is None:
+        missing, given = (
+            ("cert_file", "key_file") if cert_file is None else ("key_file", "cert_file")
+        )
+        if cert_file is None and key_file is None:
+            message = "cert_file and key_file are missing; TLS needs both (or remove the section)"
+        else:
+            message = f"{given} is set but {missing} is not; set both (TLS) or neither (plain HTTP)"
+        reader.problem(section_key, "tls_server_config", message)
+
+    client_auth = ClientAuth.NO_CLIENT_CERT
+    auth_name = text("client_auth_type")
+    auth_key = "tls_server_config.client_auth_type"
+    if auth_name in ("RequireAnyClientCert", "RequireClientCert"):
+        reader.problem(
+            key_node("client_auth_type"),
+            auth_key,
+            f"{auth_name} cannot be enforced (it accepts unverified certificates, Python's ssl"
+            " verifies every certificate it requires); use RequireAndVerifyClientCert with"
+            " client_ca_file",
+        )
+    elif auth_name is not None and auth_name not in ClientAuth.__members__.values():
+        reader.problem(
+            key_node("client_auth_type"),
+            auth_key,
+            f"unknown value {auth_name!r}; allowed: {', '.join(ClientAuth)}",
+        )
+    else:
+        if auth_name is not None:
+            client_auth = ClientAuth(auth_name)
+        if client_auth.needs_client_ca and client_ca_file is None:
+            reader.problem(
+                key_node("client_auth_type"),
+                auth_key,
+                f"{client_auth} needs client_ca_file (the CA that signs client certificates)",
+            )
+        if client_ca_file is not None and client_auth is ClientAuth.NO_CLIENT_CERT:
+            # As in the toolkit: a CA with no policy would silently check nothing.
+            reader.problem(
+                key_node("client_ca_file"),
+                "tls_server_config.client_ca_file",
+                "client_ca_file is set but client_auth_type is NoClientCert (the default);"
+                " set client_auth_type: RequireAndVerifyClientCert to check client certificates",
+            )
+
+    versions = {"min_version": ssl.TLSVersion.TLSv1_2, "max_version": ssl.TLSVersion.TLSv1_3}
+    for name in versions:
+        value = text(name)
+        if value is None:
+            continue
+        key = f"tls_server_config.{name}"
+        if value in _TLS_VERSIONS:
+            versions[name] = _TLS_VERSIONS[value]
+        elif value in _OLD_TLS_VERSIONS:
+            reader.problem(
+                key_node(name),
+                key,
+                f"{value} is not allowed (deprecated, refused by OpenSSL's default security level);"
+                " allowed: TLS12, TLS13",
+            )
+        else:
+            reader.problem(
+                key_node(name), key, f"unknown TLS version {value!r}; allowed: TLS12, TLS13"
+            )
+    if versions["min_version"] > versions["max_version"]:
+        reader.problem(
+            key_node("min_version"),
+            "tls_server_config.min_version",
+            "min_version is above max_version; allowed: min_version <= max_version",
+        )
+
+    ciphers: list[str] = []
+    if "cipher_suites" in entries:
+        key = "tls_server_config.cipher_suites"
+        for item, name in reader.strings(entries["cipher_suites"][1], key):
+            if name not in _CIPHER_SUITES:
+                reader.problem(
+                    item,
+                    key,
+                    f"unknown cipher suite {name!r}; allowed: {', '.join(_CIPHER_SUITES)}",
+                )
+            elif (openssl_name := _CIPHER_SUITES[name]) is not None:
+                ciphers.append(openssl_name)
+
+    curves: list[str] = []
+    if "curve_preferences" in entries:
+        key = "tls_server_config.curve_preferences"
+        items = reader.strings(entries["curve_preferences"][1], key)
+        for item, name in items:
+            if name in _CURVES:
+                curves.append(_CURVES[name])
+            else:
+                reader.problem(item, key, f"unknown curve {name!r}; allowed: {', '.join(_CURVES)}")
+        if len(items) > 1:
+            reader.problem(
+                key_node("curve_preferences"),
+                key,
+                "list exactly one curve (Python's ssl can set only one),"
+                " or remove curve_preferences to keep OpenSSL's defaults",
+            )
+
+    prefer_server = True
+    if "prefer_server_cipher_suites" in entries:
+        prefer_server = reader.boolean(
+            entries["prefer_server_cipher_suites"][1],
+            "tls_server_config.prefer_server_cipher_suites",
+            True,
+        )
+
+    if len(reader.problems) > problems_before or cert_file is None or key_file is None:
+        return None
+    settings = TLSSettings(
+        cert_file=cert_file.absolute(),
+        key_file=key_file.absolute(),
+        client_auth_type=client_auth,
+        client_ca_file=None if client_ca_file is None else client_ca_file.absolute(),
+        min_version=versions["min_version"],
+        max_version=versions["max_version"],
+        ciphers=":".join(ciphers) or None,
+        curve=curves[0] if curves else None,
+        prefer_server_cipher_suites=prefer_server,
+    )
+    try:
+        # Built once now so that a bad pair fails at start-up, not at the first handshake.
+        settings.ssl_context()
+    except _TLSFileError as exc:
+        reader.problem(key_node(exc.key), f"tls_server_config.{exc.key}", exc.message)
+        return None
+    except ssl.SSLError as exc:
+        reader.problem(section_key, "tls_server_config", f"OpenSSL refused the settings: {exc}")
+        return None
+    return settings
+
+
+def _read_http(reader: _Reader, node: yaml.Node) -> dict[str, str]:
+    if isinstance(node, yaml.ScalarNode) and reader.value(node) is None:
+        return {}
+    entries = reader.mapping(node, "http_server_config", _HTTP_KEYS)
+    if "http2" in entries:
+        # Checked for type only: uvicorn serves HTTP/1.1 here (see the module docstring).
+        reader.boolean(entries["http2"][1], "http_server_config.http2", True)
+    if "headers" not in entries:
+        return {}
+    headers_node = entries["headers"][1]
+    if isinstance(headers_node, yaml.ScalarNode) and reader.value(headers_node) is None:
+        return {}
+    headers: dict[str, str] = {}
+    for name, (_, value_node) in reader.mapping(
+        headers_node, "http_server_config.headers", _HEADERS
+    ).items():
+        key = f"http_server_config.headers.{name}"
+        value = reader.string(value_node, key)
+        if value is None:
+            continue  # Blank means unset, as documented by the toolkit.
+        allowed = _HEADERS[name]
+        if allowed and value not in allowed:
+            reader.problem(
+                value_node, key, f"invalid value {value!r}; allowed: {', '.join(allowed)}"
+            )
+        elif not _is_header_value(value):
+            reader.problem(
+                value_node, key, "must be printable Latin-1 text without control characters"
+            )
+        else:
+            headers[name] = value
+    return headers
+
+
+def _is_header_value(value: str) -> bool:
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return not any(ord(c) < 0x20 or ord(c) == 0x7F for c in value)
+
+
+def _read_users(reader: _Reader, node: yaml.Node) -> dict[str, bytes]:
+    if isinstance(node, yaml.ScalarNode) and reader.value(node) is None:
+        return {}
+    if not isinstance(node, yaml.MappingNode):
+        reader.problem(node, "basic_auth_users", "must be a mapping of user name to bcrypt hash")
+        return {}
+    users: dict[str, bytes] = {}
+    for key_node, value_node in node.value:
+        name = reader.value(key_node)
+        if not isinstance(name, str):
+            reader.problem(
+                key_node, "basic_auth_users", f"user name {name!r} must be a string; quote it"
+            )
+            continue
+        key = f"basic_auth_users.{name}"
+        if name in users:
+            reader.problem(key_node, key, "duplicate user")
+            continue
+        if ":" in name:
+            # Basic auth splits "user:password" at the first colon.
+            reader.problem(key_node, key, "user name contains ':' and could never log in")
+            continue
+        value = reader.value(value_node)
+        if not isinstance(value, str) or not _BCRYPT_HASH.fullmatch(value):
+            reader.problem(value_node, key, f"not a bcrypt hash (value not shown); {_HASH_HELP}")
+            continue
+        users[name] = value.encode("ascii")
+    return users
+
+
+# ---------------------------------------------------------------------------
+# Serving
+
+
+_CACHE_SIZE: Final = 1024
+_UNAUTHORIZED_BODY: Final = b"Unauthorized\n"
+
+
+class BasicAuthMiddleware:
+    """ASGI middleware: HTTP basic auth against bcrypt hashes, plus fixed response headers.
+
+    With no users, requests pass through and only the headers are added. With
+    users, every HTTP request needs a valid ``Authorization: Basic`` header, else
+    it gets 401 with a ``WWW-Authenticate`` challenge.
+
+    bcrypt is slow on purpose (tens to hundreds of ms), so checks run in a worker
+    thread, one at a time (like the toolkit's mutex: a flood of bad passwords
+    costs one core, and leaves the default executor to DNS lookups), and
+    successful checks are remembered under a keyed hash of user, password and
+    stored hash, so a scraper's repeated requests cost microseconds and no
+    plaintext password is kept. Unknown users are checked against a decoy hash of
+    the highest configured cost, so timing does not tell which users exist.
+    Neither passwords nor the Authorization header are ever logged.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        users: Mapping[str, bytes],
+        headers: Mapping[str, str] | None = None,
+        realm: str = REALM,
+    ) -> None:
+        # With users, this hashes a decoy at their highest cost: one bcrypt run
+        # (about 70 ms at cost 10) at construction, not on a request.
+        self._app = app
+        self._users = tuple((name.encode("utf-8"), hashed) for name, hashed in users.items())
+        self._headers = [
+            (name.lower().encode("latin-1"), value.encode("latin-1"))
+            for name, value in (headers or {}).items()
+            if value
+        ]
+        self._header_names = frozenset(name for name, _ in self._headers)
+        self._challenge = f'Basic realm="{realm}"'.encode("latin-1")
+        self._decoy = b""
+        if self._users:
+            cost = max(int(hashed[4:6]) for _, hashed in self._users)
+            self._decoy = bcrypt.hashpw(
+                secrets.token_urlsafe(16).encode("ascii"), bcrypt.gensalt(rounds=cost)
+            )
+        self._cache_key = secrets.token_bytes(32)
+        self._cache: OrderedDict[bytes, None] = OrderedDict()
+        self._bcrypt_slot = asyncio.Semaphore(1)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind not in ("http", "websocket"):
+            await self._app(scope, receive, send)
+            return
+        if kind == "http" and self._headers:
+            send = self._adding_headers(send)
+        if self._users and not await self._authorized(scope):
+            if kind == "http":
+                await self._unauthorized(send)
+            else:
+                await receive()  # websocket.connect; closing before accept answers 403.
+                await send({"type": "websocket.close", "code": 1008})
+            return
+        await self._app(scope, receive, send)
+
+    def _adding_headers(self, send: Send) -> Send:
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                kept = [
+                    (name, value)
+                    for name, value in message.get("headers", ())
+                    if bytes(name).lower() not in self._header_names
+                ]
+                message = {**message, "headers": [*kept, *self._headers]}
+            await send(message)
+
+        return send_with_headers
+
+    async def _unauthorized(self, send: Send) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-length", str(len(_UNAUTHORIZED_BODY)).encode("ascii")),
+                    (b"www-authenticate", self._challenge),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": _UNAUTHORIZED_BODY})
+
+    async def _authorized(self, scope: Scope) -> bool:
+        credentials = _basic_credentials(scope.get("headers", ()))
+        if credentials is None:
+            return False
+        user, password = credentials
+        password = password[:_BCRYPT_MAX_PASSWORD]
+        stored: bytes | None = None
+        # Every configured name is compared, in constant time each, so the time
+        # taken does not depend on which (or whether a) name matched.
+        for name, hashed in self._users:
+            if hmac.compare_digest(name, user):
+                stored = hashed
+        hashed = self._decoy if stored is None else stored
+        key = self._cache_entry(user, password, hashed)
+        if stored is not None and self._cached(key):
+            return True
+        async with self._bcrypt_slot:
+            # Concurrent first requests with the same credentials queue here; the
+            # first one fills the cache for the rest.
+            if stored is not None and self._cached(key):
+                return True
+            matched = await asyncio.to_thread(_check_password, password, hashed)
+        if stored is None or not matched:
+            return False
+        self._cache[key] = None
+        if len(self._cache) > _CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return True
+
+    def _cache_entry(self, user: bytes, password: bytes, hashed: bytes) -> bytes:
+        mac = hmac.new(self._cache_key, digestmod=hashlib.sha256)
+        for part in (user, password, hashed):
+            mac.update(len(part).to_bytes(4, "big"))
+            mac.update(part)
+        return mac.digest()
+
+    def _cached(self, key: bytes) -> bool:
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return True
+        return False
+
+
+def _check_password(password: bytes, hashed: bytes) -> bool:
+    try:
+        return bcrypt.checkpw(password, hashed)
+    except ValueError:
+        # A hash bcrypt cannot parse never matches; the request gets 401, not 500.
+        return False
+
+
+def _basic_credentials(headers: Iterable[tuple[bytes, bytes]]) -> tuple[bytes, bytes] | None:
+    """User and password from the first Authorization header, if it is well-formed Basic."""
+    for name, value in headers:
+        if bytes(name).lower() != b"authorization":
+            continue
+        scheme, _, token = bytes(value).strip().partition(b" ")
+        if scheme.lower() != b"basic":
+            return None
+        try:
+            decoded = base64.b64decode(token.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            return None
+        user, colon, password = decoded.partition(b":")
+        return (user, password) if colon else None
+    return None
