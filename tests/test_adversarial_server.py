@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from adversarial import (
+from cryptography import x509
+
+from tests.adversarial import (
     UNRESOLVABLE_HOST,
     AdversarialServer,
     CertKind,
@@ -25,9 +27,8 @@ from adversarial import (
     refused_port,
     serve_in_thread,
 )
-from adversarial.certs import VERIFY_CODE_BY_IP, VERIFY_CODE_BY_NAME, WRONG_HOST_NAME
-from adversarial.server import BIG_HEADER_BYTES, GARBAGE_PREFIX, HUGE_BODY_BYTES
-from cryptography import x509
+from tests.adversarial.certs import VERIFY_CODE_BY_IP, VERIFY_CODE_BY_NAME, WRONG_HOST_NAME
+from tests.adversarial.server import BIG_HEADER_BYTES, GARBAGE_PREFIX, HUGE_BODY_BYTES
 
 pytestmark = pytest.mark.timeout(60)
 

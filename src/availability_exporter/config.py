@@ -128,6 +128,7 @@ def domain_of(url: str) -> str:
 
 def prepare_target(url: str) -> RequestTarget:
     """Encode a URL once for httpcore; raises ValueError when it cannot be requested."""
+    urlsplit(url).port  # noqa: B018 - raises ValueError for a port out of 0-65535
     parsed = httpx.URL(url)
     scheme = parsed.scheme
     if scheme not in ("http", "https"):
@@ -180,7 +181,9 @@ def parse_config(data: bytes, source: str, defaults: Defaults) -> Config:
     try:
         root = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
+        # The context mark points at the construct that went wrong ("while scanning a simple
+        # key" on the line missing its colon); the problem mark is where the scanner gave up.
+        mark = exc.context_mark or exc.problem_mark
         where = f"{source}:{mark.line + 1}" if mark is not None else source
         raise ConfigError([f"{where}: invalid YAML: {exc.problem or exc}"]) from None
     except yaml.YAMLError as exc:
@@ -259,17 +262,20 @@ class _EndpointBuilder:
             self.problem(node, f"expected a mapping with name and url, not {_kind(node)}")
             return None
         fields: dict[str, yaml.Node] = {}
+        bad_keys: list[tuple[yaml.Node, str]] = []
         for key_node, value_node in node.value:
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
             if not isinstance(key, str) or key_node.tag != _STR_TAG:
-                self.problem(key_node, f"keys must be strings, not {_kind(key_node)}")
+                bad_keys.append((key_node, f"keys must be strings, not {_kind(key_node)}"))
             elif key in fields:
-                self.problem(key_node, f"duplicate key {key!r}")
+                bad_keys.append((key_node, f"duplicate key {key!r}"))
             else:
                 fields[key] = value_node
         name = self._name(fields.get("name"))
         if name is not None:
             self.label = f"endpoint {name!r}"
+        for key_node, message in bad_keys:  # reported after the name is known
+            self.problem(key_node, message)
         unknown = [k for k in fields if k not in ALLOWED_KEYS]
         for key in unknown:
             self.problem(

@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final, NoReturn, TypedDict
+from typing import Any, Final, NoReturn
 
 import bcrypt
 import yaml
@@ -63,7 +63,6 @@ __all__ = [
     "BasicAuthMiddleware",
     "ClientAuth",
     "TLSSettings",
-    "UvicornSSLKwargs",
     "WebConfig",
     "WebConfigError",
     "load_web_config",
@@ -257,17 +256,6 @@ def _check_has_certificate(path: Path, key: str) -> None:
         raise _TLSFileError(key, f"cannot read {path}: {exc.strerror or exc}") from exc
 
 
-class UvicornSSLKwargs(TypedDict, total=False):
-    """Keyword arguments for ``uvicorn.Config`` that turn on TLS."""
-
-    ssl_certfile: str
-    ssl_keyfile: str
-    ssl_ca_certs: str | None
-    ssl_cert_reqs: int
-    ssl_ciphers: str | None
-    ssl_context_factory: Callable[[Any, Callable[[], ssl.SSLContext]], ssl.SSLContext]
-
-
 def _empty() -> Mapping[str, Any]:
     return MappingProxyType({})
 
@@ -286,13 +274,15 @@ class WebConfig:
     def scheme(self) -> str:
         return "https" if self.tls is not None else "http"
 
-    def uvicorn_ssl_kwargs(self) -> UvicornSSLKwargs:
+    def uvicorn_ssl_kwargs(self) -> dict[str, Any]:
         """``uvicorn.Config`` keyword arguments for this config's TLS; empty for plain HTTP.
 
-        The plain ``ssl_*`` values are what uvicorn can express itself (they make
-        ``Config.is_ssl`` true and document the setup); ``ssl_context_factory``
-        builds the context uvicorn actually serves with, because uvicorn has no
-        setting for min/max version, server cipher preference or the curve.
+        Keys: ``ssl_certfile``, ``ssl_keyfile``, ``ssl_ca_certs``, ``ssl_cert_reqs``,
+        ``ssl_ciphers``, ``ssl_context_factory``. The plain ``ssl_*`` values are what
+        uvicorn can express itself (they make ``Config.is_ssl`` true and document the
+        setup); ``ssl_context_factory`` builds the context uvicorn actually serves
+        with, because uvicorn has no setting for min/max version, server cipher
+        preference or the curve.
         """
         tls = self.tls
         if tls is None:

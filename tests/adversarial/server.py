@@ -38,8 +38,11 @@ even a TLS ClientHello, so it also serves as a TLS-handshake hang. (On the main 
 arrives so that a client hanging up is seen and counted; to the client that is the same
 as not reading, since the kernel acknowledges the bytes either way.
 
-With a `CertSet`, one TLS listener per `CertKind` serves the same paths over TLS.
+With a `CertSet`, one TLS listener per `CertKind` serves the same paths over TLS. (Python's
+ssl module reports `/reset` under TLS as an EOF, not ConnectionResetError; the TCP RST is real.)
 Keep-alive works for the well-behaved answers (HTTP/1.1 unless `Connection: close`).
+While `/slow`, `/drip` and `/hang` wait, they watch the client: a client that closes is
+counted gone at once, so `connections_open` shows promptly whether a prober cleaned up.
 
 Use it inside an event loop (`async with AdversarialServer() as server:`), or from
 synchronous code with `serve_in_thread()`, which runs it on its own loop in a thread.

@@ -1,0 +1,161 @@
+"""The endpoints file: good files load to the expected models, every invalid file gives its
+exact messages (each file in testdata/ carries them as ``# expect:`` lines)."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+
+from availability_exporter.config import (
+    ConfigError,
+    Defaults,
+    default_timeout,
+    domain_of,
+    load_config,
+    parse_config,
+)
+
+TESTDATA = Path(__file__).parent / "testdata"
+INVALID = sorted(TESTDATA.glob("invalid-*.yaml"))
+EXAMPLES = Path(__file__).parent.parent / "examples"
+
+
+def expected_problems(path: Path) -> list[str]:
+    prefix = "# expect: "
+    lines = path.read_text().splitlines()
+    return [line[len(prefix):].replace("{file}", str(path)) for line in lines
+            if line.startswith(prefix)]
+
+
+@pytest.mark.parametrize("path", INVALID, ids=[p.stem for p in INVALID])
+def test_invalid_config_gives_exact_messages(path: Path) -> None:
+    expected = expected_problems(path)
+    assert expected, f"{path} has no '# expect:' lines"
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.problems == expected
+
+
+def test_invalid_files_cover_the_contract() -> None:
+    stems = {p.stem for p in INVALID}
+    for case in ("not-a-list", "empty-list", "empty-file", "yaml", "missing-name-url",
+                 "unknown-key", "duplicate-name", "scheme"):
+        assert f"invalid-{case}" in stems
+
+
+def test_missing_file() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(TESTDATA / "no-such-file.yaml")
+    assert info.value.problems == [
+        f"{TESTDATA / 'no-such-file.yaml'}: cannot read the config file: No such file or directory"
+    ]
+
+
+def test_sample_yaml_loads_like_the_exercise() -> None:
+    config = load_config(EXAMPLES / "sample.yaml")
+    names = [e.name for e in config.endpoints]
+    assert names == ["sample body up", "sample index up", "sample body down", "sample error down"]
+    first, second, third, _ = config.endpoints
+    assert first.method == "POST"
+    assert first.body == b'{"foo":"bar"}'  # sent byte for byte, not re-encoded
+    assert third.body == b"{}"
+    assert second.method == "GET" and second.body is None
+    assert first.headers == (("content-type", "application/json"),)
+    assert {e.domain for e in config.endpoints} == {
+        "dev-sre-take-home-exercise-rubric.us-east-1.recruiting-public.fetchrewards.com"
+    }
+    assert all(e.timeout == 10.0 and e.latency_threshold == 0.5 for e in config.endpoints)
+
+
+def test_commented_example_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PARTNER_TOKEN", "example-token")
+    config = load_config(EXAMPLES / "endpoints.yaml")
+    assert len(config.endpoints) >= 5
+
+
+def test_every_extension_and_scalar_coercion(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AVAILABILITY_TEST_TOKEN", "s3cret-token-value")
+    config = load_config(TESTDATA / "good-sample-extended.yaml", Defaults(interval=15))
+    first, plain = config.endpoints
+    assert first.name == "404"
+    assert first.method == "POST"
+    assert first.domain == "example.com"
+    token = base64.b64encode(b"User:pw").decode()
+    assert first.headers == (
+        ("Authorization", f"Basic {token}"),
+        ("X-Num", "42"), ("X-Bool", "true"), ("X-Token", "s3cret-token-value"),
+    )
+    assert (first.timeout, first.latency_threshold) == (2.0, 0.25)
+    assert first.follow_redirects is False and first.verify_tls is False
+    assert first.request.port == 8443 and first.request.target == b"/a//b?next=http://other.example/x"
+    assert first.request.host_header == b"example.com.:8443"
+    assert "pw" not in first.url and "xxxxx" in first.display_url
+    assert "s3cret-token-value" in first.secrets and "pw" not in first.display_url
+    assert plain.domain == "::1"
+    assert plain.request.host_header == b"[::1]:8080"
+    assert plain.follow_redirects is True and plain.verify_tls is True
+
+
+def test_env_expansion_in_url_and_body(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AE_HOST", "api.example.com")
+    monkeypatch.setenv("AE_KEY", "k-123456")
+    config = parse_config(
+        b"- name: e\n  url: https://${AE_HOST}/v1?key=${AE_KEY}\n  body: '{\"k\":\"${AE_KEY}\"}'\n",
+        "x.yaml", Defaults(),
+    )
+    (endpoint,) = config.endpoints
+    assert endpoint.domain == "api.example.com"
+    assert endpoint.body == b'{"k":"k-123456"}'
+    assert endpoint.display_url == "https://${AE_HOST}/v1?key=${AE_KEY}"
+    assert "k-123456" in endpoint.secrets
+
+
+def test_all_problems_reported_at_once() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(b"- name: a\n- url: ftp://x/\n- name: a\n  url: http://x/\n"
+                     b"- name: a\n  url: http://y/\n", "f.yaml", Defaults())
+    assert len(info.value.problems) == 4
+
+
+def test_default_timeout_follows_the_interval() -> None:
+    assert default_timeout(15) == 10.0
+    assert default_timeout(12.5) == 10.0
+    assert default_timeout(10) == 8.0
+    assert default_timeout(1) == 0.8
+
+
+def test_digest_changes_with_content() -> None:
+    a = parse_config(b"- {name: a, url: 'http://a/'}\n", "a", Defaults())
+    b = parse_config(b"- {name: a, url: 'http://a/'}  \n", "a", Defaults())
+    assert a.digest != b.digest
+
+
+DOMAINS = [
+    ("https://example.com/x", "example.com"),
+    ("https://Example.COM:8443/x", "example.com"),
+    ("http://example.com:80/", "example.com"),
+    ("http://example.com./", "example.com"),
+    ("http://user:pass@example.com/", "example.com"),
+    ("http://user@Example.com:8080/a", "example.com"),
+    ("http://[::1]:80/", "::1"),
+    ("http://[2001:DB8::1]/", "2001:db8::1"),
+    ("http://[::1]/", "::1"),
+    ("http://127.0.0.1:8080/", "127.0.0.1"),
+    ("http://localhost:9000/health", "localhost"),
+    ("https://www.fetch.com/", "www.fetch.com"),
+    ("https://fetch.com/", "fetch.com"),
+    ("http://example.com//double//slash", "example.com"),
+    ("http://example.com/redirect?to=http://other.com:81/", "example.com"),
+    ("http://example.com?next=https://evil.example/", "example.com"),
+    ("http://example.com#frag@other.com", "example.com"),
+    ("HTTPS://API.Example.Org:443", "api.example.org"),
+    ("https://dev-sre-take-home-exercise-rubric.us-east-1.recruiting-public.fetchrewards.com/body",
+     "dev-sre-take-home-exercise-rubric.us-east-1.recruiting-public.fetchrewards.com"),
+]
+
+
+@pytest.mark.parametrize(("url", "domain"), DOMAINS)
+def test_domain_of(url: str, domain: str) -> None:
+    assert domain_of(url) == domain
