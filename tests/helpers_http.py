@@ -101,6 +101,7 @@ def _handler_class(state: _State) -> type[BaseHTTPRequestHandler]:
 
         def _answer(self, body: bytes) -> None:
             path = self.path.split("?", 1)[0]
+            flap_status = 500
             with state.lock:
                 state.seen.append(SeenRequest(self.command, path, dict(self.headers.items())))
                 if path == "/flap":

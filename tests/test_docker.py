@@ -306,11 +306,7 @@ def _free_port() -> int:
 
 def _clean_env(extra: dict[str, str]) -> dict[str, str]:
     """The host environment without anything that would change the exporter's settings."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith("AVAILABILITY_EXPORTER_") and "proxy" not in key.lower()
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AVAILABILITY_EXPORTER_")}
     env.update(extra)
     return env
 

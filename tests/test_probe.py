@@ -28,7 +28,12 @@ from availability_exporter.probe import (
     judge,
 )
 from tests.adversarial.certs import CertKind, CertSet, make_certs
-from tests.adversarial.server import UNRESOLVABLE_HOST, AdversarialServer, refused_port, serve_in_thread
+from tests.adversarial.server import (
+    UNRESOLVABLE_HOST,
+    AdversarialServer,
+    refused_port,
+    serve_in_thread,
+)
 
 
 def endpoint(url: str, **extra: object) -> Endpoint:
@@ -207,7 +212,7 @@ def test_socket_behaviour(server: AdversarialServer, path: str, extra: dict[str,
 
 def test_phases_cover_the_probe(server: AdversarialServer) -> None:
     result = probe_url(server.url("/slow?ms=100"))
-    connect, tls, request, wait, transfer = result.phases
+    connect, tls, request, wait, _transfer = result.phases
     assert tls == 0.0
     assert wait >= 0.1
     assert connect > 0 and request > 0

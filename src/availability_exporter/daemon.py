@@ -178,7 +178,7 @@ class Exporter:
             restored = self.stats.restore(saved, statefile.url_key)
             if saved:
                 log.info("restored counts of %d endpoints from %s", restored, settings.state_file)
-        await self._warm_up()
+        await self.prober.warm_up()
         tasks: list[asyncio.Task[None]] = []
         if web is not None:
             tasks.append(web(self))
@@ -231,23 +231,3 @@ class Exporter:
             loop.add_signal_handler(sig, on_stop)
         if not self.settings.once:
             loop.add_signal_handler(signal.SIGHUP, on_hup)
-
-    async def _warm_up(self) -> None:
-        """One throwaway probe of a local listener, so the first tick pays no lazy imports."""
-        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError, asyncio.IncompleteReadError):
-                await reader.readuntil(b"\r\n\r\n")
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-                await writer.drain()
-            writer.close()
-
-        server = await asyncio.start_server(answer, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        try:
-            config = parse_config(
-                f"- {{name: warm-up, url: 'http://127.0.0.1:{port}/'}}".encode(), "<warm-up>",
-                self.defaults,
-            )
-            await self.prober.probe(config.endpoints[0])
-        finally:
-            server.close()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+import contextlib
 import socket
 import ssl
 import time
@@ -259,6 +260,28 @@ class Prober:
                     network_backend=self.backend,
                     retries=0,
                 )
+
+    async def warm_up(self) -> None:
+        """One throwaway probe of a local listener, so the first tick pays no lazy imports."""
+
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            url = f"http://127.0.0.1:{port}/"
+            await self.probe(Endpoint(
+                name="warm-up", url=url, display_url=url, domain="127.0.0.1", method="GET",
+                headers=(), body=None, timeout=5.0, latency_threshold=5.0,
+                follow_redirects=False, verify_tls=True, line=0, request=prepare_target(url),
+            ))
+        finally:
+            server.close()
 
     async def aclose(self) -> None:
         for pool in self._pools.values():

@@ -82,7 +82,8 @@ def read(path: Path) -> dict[tuple[str, str], SavedCounts]:
         return {}
     try:
         return _parse(json.loads(raw))
-    except (ValueError, TypeError, KeyError) as exc:
+    # RecursionError: json.loads of a deeply nested (corrupt) document.
+    except (ValueError, TypeError, KeyError, RecursionError) as exc:
         aside = path.with_name(path.name + ".corrupt")
         log.warning("state file %s is unusable (%s); kept aside as %s, starting from zero",
                     path, exc, aside)

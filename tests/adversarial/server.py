@@ -807,3 +807,36 @@ def refused_port(attempts: int = 20) -> int:
         if result == errno.ECONNREFUSED:
             return port
     raise RuntimeError(f"no refusing port on {_HOST} found in {attempts} attempts")
+
+
+@contextlib.contextmanager
+def serve_in_process(timeout: float = 10.0) -> Iterator[str]:
+    """Run the server in a child process (``python -m tests.adversarial``); yield its base URL.
+
+    For latency-sensitive tests: a server thread would share the test process's GIL.
+    """
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tests.adversarial"], stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, cwd=root, env=env, text=True,
+    )
+    try:
+        assert child.stdout is not None
+        line = child.stdout.readline().strip()
+        if not line.startswith("http://"):
+            raise RuntimeError(f"adversarial server did not start: {line!r}")
+        yield line
+    finally:
+        if child.stdin is not None:
+            child.stdin.close()
+        try:
+            child.wait(timeout)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()

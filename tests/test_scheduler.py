@@ -1,0 +1,144 @@
+"""Fixed-rate cycles: every endpoint once per cycle, no drift, missed ticks counted."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+
+import pytest
+
+from availability_exporter.config import Defaults, Endpoint, parse_config
+from availability_exporter.probe import Prober, ProbeResult, State
+from availability_exporter.scheduler import Scheduler, spread_window
+from availability_exporter.stats import Stats
+from tests.adversarial.server import serve_in_process
+from tests.factories import endpoints, result
+
+
+def test_spread_window() -> None:
+    assert spread_window(1, 15, 10) == 0.0
+    assert spread_window(4, 15, 10) == 0.004  # small configs start at once
+    assert spread_window(10_000, 15, 10) == 4.5  # capped so the last probe ends before the tick
+    assert spread_window(10_000, 15, 2) == 10.0  # one start per millisecond
+    assert spread_window(200, 1, 0.8) == pytest.approx(0.18)
+
+
+def test_every_endpoint_once_per_cycle_reports_on_time() -> None:
+    """200 endpoints, interval 1 s, a quarter taking 0.9 x timeout: no drift, no misses."""
+    interval, timeout = 1.0, 0.8
+    with serve_in_process() as base:
+        urls = [f"{base}/slow?ms=720" if i % 4 == 0 else f"{base}/ok" for i in range(200)]
+        text = "".join(f"- {{name: ep{i}, url: '{u}'}}\n" for i, u in enumerate(urls))
+        eps = parse_config(text.encode(), "t.yaml",
+                           Defaults(interval=interval, timeout=timeout)).endpoints
+
+        async def go() -> tuple[list[float], float, Stats, Scheduler]:
+            stats = Stats()
+            stats.apply(eps)
+            prober = Prober()
+            await prober.warm_up()
+            reports: list[float] = []
+            loop = asyncio.get_running_loop()
+            scheduler = Scheduler(stats=stats, probe=prober.probe, interval=interval,
+                                  concurrency=1000,
+                                  on_cycle=lambda k: reports.append(loop.time()))
+            t0 = loop.time()
+            await scheduler.run(asyncio.Event(), max_cycles=4)
+            await prober.aclose()
+            return reports, t0, stats, scheduler
+
+        reports, t0, stats, scheduler = asyncio.run(go())
+    assert len(reports) == 4
+    for k, at in enumerate(reports):
+        # Each cycle's report comes after its slowest probe and before the next tick.
+        assert t0 + k * interval + 0.72 <= at <= t0 + (k + 1) * interval + 0.05, (k, at - t0)
+    assert scheduler.cycle_stats.missed == 0
+    assert scheduler.cycle_stats.last_lag < 0.05
+    assert all(s.total == 4 for s in stats), Counter(s.total for s in stats)
+    slow = [s for s in stats if s.endpoint.url.endswith("ms=720")]
+    assert len(slow) == 50
+    bad = [(s.up, s.degraded, s.down, s.last) for s in slow if s.degraded != 4]
+    assert not bad, bad
+    assert sum(s.up for s in stats) == 150 * 4
+
+
+def test_suspended_process_counts_missed_ticks() -> None:
+    """A loop blocked past a whole tick skips it and counts it; it never merges two cycles.
+
+    Ticks at 0, .2, .4, .6, .8 s; the probe of cycle 1 blocks the process until ~.7 s, so tick
+    .4 passed entirely (missed) and tick .6 starts late (lag ~.1 s, inside its own slot).
+    """
+    (ep,) = endpoints("http://x.example/", interval=0.2)
+    calls: list[float] = []
+
+    async def blocking_probe(endpoint: Endpoint) -> ProbeResult:
+        calls.append(time.monotonic())
+        if len(calls) == 2:
+            time.sleep(0.5)  # the whole process stalls, as if suspended
+        return result(State.UP)
+
+    async def go() -> Scheduler:
+        stats = Stats()
+        stats.apply([ep])
+        scheduler = Scheduler(stats=stats, probe=blocking_probe, interval=0.2, concurrency=10)
+        await scheduler.run(asyncio.Event(), max_cycles=4)
+        return scheduler
+
+    scheduler = asyncio.run(go())
+    assert scheduler.cycle_stats.cycles == 4
+    assert scheduler.cycle_stats.missed == 1
+    assert len(calls) == 4
+    assert 0.4 < calls[2] - calls[0] < 0.2 * 4
+
+
+def test_stop_cancels_the_cycle_in_flight() -> None:
+    (ep,) = endpoints("http://x.example/", interval=5)
+
+    async def go() -> tuple[Scheduler, float]:
+        stop = asyncio.Event()
+        began = asyncio.Event()
+
+        async def hanging_probe(endpoint: Endpoint) -> ProbeResult:
+            began.set()
+            await asyncio.sleep(60)
+            return result(State.UP)
+
+        stats = Stats()
+        stats.apply([ep])
+        scheduler = Scheduler(stats=stats, probe=hanging_probe, interval=5, concurrency=10)
+        task = asyncio.create_task(scheduler.run(stop))
+        await began.wait()
+        t = time.monotonic()
+        stop.set()
+        await asyncio.wait_for(task, 3)
+        return scheduler, time.monotonic() - t
+
+    scheduler, took = asyncio.run(go())
+    assert scheduler.cycle_stats.cycles == 0  # the cancelled cycle is not counted
+    assert took < 2.5
+
+
+def test_concurrency_bound_is_respected() -> None:
+    eps = endpoints(*[f"http://h{i}.example/" for i in range(50)], interval=5)
+    in_flight = 0
+    peak = 0
+
+    async def probe(endpoint: Endpoint) -> ProbeResult:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.01)
+        in_flight -= 1
+        return result(State.UP)
+
+    async def go() -> Stats:
+        stats = Stats()
+        stats.apply(eps)
+        scheduler = Scheduler(stats=stats, probe=probe, interval=5, concurrency=7)
+        await scheduler.run(asyncio.Event(), max_cycles=1)
+        return stats
+
+    stats = asyncio.run(go())
+    assert peak <= 7
+    assert all(s.total == 1 for s in stats)

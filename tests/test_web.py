@@ -1,0 +1,458 @@
+"""The HTTP interface through httpx.ASGITransport, against a real Exporter and real probes.
+
+Each test builds a daemon.Exporter from Settings and a temporary endpoints file, drives its
+scheduler for whole cycles against a local target server, and asks web.App what an SRE or
+Prometheus would ask.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import io
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any, cast
+from urllib.parse import quote
+
+import httpx
+import pytest
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as parse_openmetrics,
+)
+from prometheus_client.parser import text_string_to_metric_families as parse_text
+
+from availability_exporter.daemon import Exporter
+from availability_exporter.settings import Settings
+from availability_exporter.web import App
+from tests.helpers_http import TargetServer, refused_port, target_server
+
+INTERVAL = 5.0
+SECRET = "planted-secret-5e1f0c"
+ENV_SECRET = "env-secret-a93d27"  # reaches the config through ${WEB_TEST_TOKEN}
+OPENMETRICS_ACCEPT = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+
+
+# -- fixtures ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Targets:
+    server: TargetServer
+    refused: int
+
+    def entries(self) -> dict[str, str]:
+        """Endpoint snippets by name, to mix into config files."""
+        return {
+            "fast ok": (
+                f"- name: fast ok\n  url: {self.server.url('/ok')}\n  headers:\n"
+                f"    Authorization: Bearer {SECRET}\n    X-Api-Key: ${{WEB_TEST_TOKEN}}\n"
+            ),
+            "server error": f"- name: server error\n  url: {self.server.url('/error')}\n",
+            "slow one": (
+                f"- name: slow one\n  url: {self.server.url('/slow', host='localhost')}\n"
+            ),
+            "refused": f"- name: refused\n  url: http://127.0.0.1:{self.refused}/\n",
+            "second ok": (
+                f"- name: second ok\n  url: {self.server.url('/ok', host='localhost')}\n"
+            ),
+        }
+
+    def config(self, *names: str) -> str:
+        entries = self.entries()
+        return "".join(entries[name] for name in names)
+
+
+@pytest.fixture(scope="module")
+def targets() -> Iterator[Targets]:
+    with target_server() as server, refused_port() as port:
+        yield Targets(server, port)
+
+
+@pytest.fixture(autouse=True)
+def _token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WEB_TEST_TOKEN", ENV_SECRET)
+
+
+def run(coro: Coroutine[Any, Any, None]) -> None:
+    asyncio.run(asyncio.wait_for(coro, 30))
+
+
+@contextlib.asynccontextmanager
+async def exporter_client(config: Path) -> AsyncIterator[tuple[Exporter, httpx.AsyncClient]]:
+    settings = Settings(config=config, probe_interval=INTERVAL,
+                        web_listen_address="127.0.0.1:0")
+    exporter = Exporter(settings, out=io.StringIO())
+    exporter.apply(exporter.load())
+    # web.App types its ASGI messages as MutableMapping; httpx's alias wants dict.
+    transport = httpx.ASGITransport(app=cast(Any, App(exporter)))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://exporter") as client:
+            yield exporter, client
+    finally:
+        await exporter.prober.aclose()
+
+
+async def run_cycles(exporter: Exporter, count: int = 1) -> None:
+    """Complete ``count`` more check cycles, back to back.
+
+    One run() per cycle: each run starts its first tick at once, where a single run of several
+    cycles would wait a whole interval between them.  max_cycles counts all cycles so far.
+    """
+    for _ in range(count):
+        target = exporter.scheduler.cycle_stats.cycles + 1
+        await exporter.scheduler.run(exporter.stop, max_cycles=target)
+        assert exporter.scheduler.cycle_stats.cycles == target
+
+
+async def get_metrics(client: httpx.AsyncClient) -> dict[tuple[str, frozenset[tuple[str, str]]],
+                                                          float]:
+    response = await client.get("/metrics", headers={"Accept-Encoding": "identity"})
+    assert response.status_code == 200
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in parse_text(response.text) for s in family.samples
+    }
+
+
+def metric(found: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str,
+           **labels: str) -> float | None:
+    return found.get((name, frozenset(labels.items())))
+
+
+def probes(found: dict[tuple[str, frozenset[tuple[str, str]]], float], endpoint: str,
+           domain: str) -> dict[str, float | None]:
+    return {result: metric(found, "availability_probes_total", endpoint=endpoint, domain=domain,
+                           result=result) for result in ("up", "degraded", "down")}
+
+
+@dataclass
+class Row:
+    attrs: dict[str, str | None]
+    cells: list[str] = field(default_factory=list)
+
+
+class Page(HTMLParser):
+    """What a person reads on a page: tables by id (rows of cell texts), links, meta tags."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.tables: dict[str, list[Row]] = {}
+        self.links: list[str] = []
+        self.metas: list[dict[str, str | None]] = []
+        self._table: str | None = None
+        self._row: Row | None = None
+        self._cell: list[str] | None = None
+        self.feed(text)
+        self.close()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        if tag == "a" and attributes.get("href"):
+            self.links.append(attributes["href"] or "")
+        elif tag == "meta":
+            self.metas.append(attributes)
+        elif tag == "table":
+            self._table = attributes.get("id") or ""
+            self.tables.setdefault(self._table, [])
+        elif tag == "tr":
+            self._row = Row(attributes)
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None and self._row is not None:
+            self._row.cells.append(" ".join("".join(self._cell).split()))
+            self._cell = None
+        elif tag == "tr" and self._row is not None and self._table is not None:
+            self.tables[self._table].append(self._row)
+            self._row = None
+        elif tag == "table":
+            self._table = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+    def endpoint_states(self) -> dict[str, str]:
+        """endpoint name -> the state column, from the rows that carry data-endpoint."""
+        return {
+            row.attrs["data-endpoint"] or "": row.cells[2]
+            for row in self.tables["endpoints"] if "data-endpoint" in row.attrs
+        }
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+# -- /metrics ---------------------------------------------------------------------------------
+
+def test_metrics_text_by_default(targets: Targets, tmp_path: Path) -> None:
+    config = write(tmp_path / "e.yaml", targets.config("fast ok", "server error", "slow one",
+                                                       "refused"))
+
+    async def body() -> None:
+        async with exporter_client(config) as (exporter, client):
+            before = await get_metrics(client)
+            assert probes(before, "fast ok", "127.0.0.1") == {"up": 0, "degraded": 0, "down": 0}
+            await run_cycles(exporter)
+            response = await client.get("/metrics", headers={"Accept-Encoding": "identity"})
+            assert response.status_code == 200
+            # prometheus-client >= 0.22 says version=1.0.0 for the same classic text syntax.
+            content_type = response.headers["content-type"]
+            assert content_type.startswith(("text/plain; version=0.0.4",
+                                            "text/plain; version=1.0.0")), content_type
+            assert "content-encoding" not in response.headers
+            assert "# EOF" not in response.text
+            assert SECRET not in response.text and ENV_SECRET not in response.text
+            found = await get_metrics(client)
+            assert probes(found, "fast ok", "127.0.0.1") == {"up": 1, "degraded": 0, "down": 0}
+            assert probes(found, "slow one", "localhost") == {"up": 0, "degraded": 1, "down": 0}
+            for name, reason in (("server error", "status"), ("slow one", "slow"),
+                                 ("refused", "connect")):
+                domain = "localhost" if name == "slow one" else "127.0.0.1"
+                assert metric(found, "availability_probe_failures_total", endpoint=name,
+                              domain=domain, reason=reason) == 1, name
+            assert metric(found, "availability_http_status_code", endpoint="server error",
+                          domain="127.0.0.1") == 500
+            assert metric(found, "availability_ratio", domain="127.0.0.1") == 1 / 3
+            assert metric(found, "availability_ratio", domain="localhost") == 0.0
+            assert metric(found, "availability_exporter_cycles_total") == 1
+            assert metric(found, "availability_exporter_endpoints") == 4
+
+    run(body())
+
+
+def test_metrics_openmetrics_when_asked(targets: Targets, tmp_path: Path) -> None:
+    config = write(tmp_path / "e.yaml", targets.config("fast ok", "server error"))
+
+    async def body() -> None:
+        async with exporter_client(config) as (exporter, client):
+            await run_cycles(exporter)
+            response = await client.get("/metrics", headers={
+                "Accept": OPENMETRICS_ACCEPT, "Accept-Encoding": "identity"})
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("application/openmetrics-text")
+            assert response.text.endswith("# EOF\n")
+            assert response.text.count("# EOF") == 1
+            families = {f.name: f for f in parse_openmetrics(response.text)}
+            up = [s for s in families["availability_probes"].samples
+                  if s.labels == {"endpoint": "fast ok", "domain": "127.0.0.1", "result": "up"}]
+            assert [s.value for s in up] == [1]
+
+    run(body())
+
+
+def _without_process_metrics(text: str) -> list[str]:
+    # CPU seconds, memory and open fds change between two scrapes; everything else must not.
+    return [line for line in text.splitlines() if "process_" not in line]
+
+
+def test_metrics_gzip_decompresses_to_the_same_text(targets: Targets, tmp_path: Path) -> None:
+    config = write(tmp_path / "e.yaml", targets.config("fast ok", "server error"))
+
+    async def body() -> None:
+        async with exporter_client(config) as (exporter, client):
+            await run_cycles(exporter)
+            plain = await client.get("/metrics", headers={"Accept-Encoding": "identity"})
+            async with client.stream("GET", "/metrics",
+                                     headers={"Accept-Encoding": "gzip"}) as response:
+                assert response.status_code == 200
+                assert response.headers["content-encoding"] == "gzip"
+                raw = b"".join([chunk async for chunk in response.aiter_raw()])
+            assert raw[:2] == b"\x1f\x8b"
+            assert _without_process_metrics(gzip.decompress(raw).decode()) == (
+                _without_process_metrics(plain.text))
+
+    run(body())
+
+
+# -- the status pages ---------------------------------------------------------------------------
+
+def test_index_lists_every_endpoint_and_its_state(targets: Targets, tmp_path: Path) -> None:
+    names = ("fast ok", "server error", "slow one", "refused")
+    config = write(tmp_path / "e.yaml", targets.config(*names))
+
+    async def body() -> None:
+        async with exporter_client(config) as (exporter, client):
+            response = await client.get("/")
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/html")
+            assert Page(response.text).endpoint_states() == dict.fromkeys(names, "pending")
+            await run_cycles(exporter)
+            response = await client.get("/")
+            page = Page(response.text)
+            assert page.endpoint_states() == {
+                "fast ok": "up", "server error": "down", "slow one": "degraded",
+                "refused": "down"}
+            assert "/metrics" in page.links
+            for name in names:
+                assert f"/endpoint?name={quote(name, safe='')}" in page.links
+            refresh = [m for m in page.metas if m.get("http-equiv") == "refresh"]
+            assert len(refresh) == 1 and int(refresh[0]["content"] or "0") >= INTERVAL
+            domains = {row.cells[0]: row.cells[1] for row in page.tables[""]
+                       if row.cells and row.cells[0] in ("127.0.0.1", "localhost")}
+            assert domains == {"127.0.0.1": "33%", "localhost": "0%"}
+        # The header really went out, so its absence from the page means something.
+        sent = [r.headers for r in targets.server.seen if r.path == "/ok"]
+        assert any(h.get("Authorization") == f"Bearer {SECRET}" for h in sent)
+        assert any(h.get("X-Api-Key") == ENV_SECRET for h in sent)
+        assert SECRET not in response.text and ENV_SECRET not in response.text
+
+    run(body())
+
+
+def test_endpoint_page_shows_results_reasons_and_errors(targets: Targets,
+                                                         tmp_path: Path) -> None:
+    config = write(tmp_path / "e.yaml", targets.config("fast ok", "server error", "refused"))
+
+    async def body() -> None:
+        async with exporter_client(config) as (exporter, client):
+            response = await client.get("/endpoint", params={"name": "server error"})
+            assert response.status_code == 200
+            assert "Not probed yet" in response.text
+            await run_cycles(exporter, 2)
+
+            page = Page((await client.get("/endpoint",
+                                          params={"name": "server error"})).text)
+            history = [row.cells for row in page.tables["history"][1:]]
+            assert len(history) == 2
+            # finished, state, reason, status, duration, five phases, message
+            assert [(c[1], c[2], c[3], c[-1]) for c in history] == [
+                ("down", "status", "500", "HTTP status 500")] * 2
+
+            page = Page((await client.get("/endpoint", params={"name": "refused"})).text)
+            last = page.tables["history"][1].cells
+            assert (last[1], last[2]) == ("down", "connect")
+            assert "refused" in last[-1].lower(), last[-1]
+
+            response = await client.get("/endpoint", params={"name": "fast ok"})
+            page = Page(response.text)
+            assert [row.cells[1] for row in page.tables["history"][1:]] == ["up", "up"]
+            assert "Authorization" in response.text  # the header's name, never its value
+            assert SECRET not in response.text and ENV_SECRET not in response.text
+            assert any(m.get("http-equiv") == "refresh" for m in page.metas)
+
+            missing = await client.get("/endpoint", params={"name": "no such endpoint"})
+            assert missing.status_code == 404
+            assert "no such endpoint" in missing.text
+
+    run(body())
+
+
+# -- health, readiness --------------------------------------------------------------------------
+
+def test_healthy_until_three_intervals_without_a_cycle(targets: Targets,
+                                                       tmp_path: Path) -> None:
+    config = write(tmp_path / "e.yaml", targets.config("fast ok"))
+
+    async def body() -> None:
+        async with exporter_client(config) as (exporter, client):
+            assert (await client.get("/-/healthy")).status_code == 200  # just started
+            await run_cycles(exporter)
+            assert (await client.get("/-/healthy")).status_code == 200
+            cycle = exporter.scheduler.cycle_stats
+            now = asyncio.get_running_loop().time()
+            cycle.last_completed = now - 3 * INTERVAL + 1
+            assert (await client.get("/-/healthy")).status_code == 200
+            cycle.last_completed = now - 3 * INTERVAL - 1
+            response = await client.get("/-/healthy")
+            assert response.status_code == 503
+            assert "3 intervals" in response.text
+            # Never completed a cycle, long after start: just as unhealthy.
+            cycle.last_completed = None
+            exporter.started -= 3 * INTERVAL + 1
+            assert (await client.get("/-/healthy")).status_code == 503
+
+    run(body())
+
+
+def test_ready_after_the_first_cycle(targets: Targets, tmp_path: Path) -> None:
+    config = write(tmp_path / "e.yaml", targets.config("fast ok", "server error"))
+
+    async def body() -> None:
+        async with exporter_client(config) as (exporter, client):
+            assert (await client.get("/-/ready")).status_code == 503
+            await run_cycles(exporter)
+            assert (await client.get("/-/ready")).status_code == 200
+
+    run(body())
+
+
+# -- reload -------------------------------------------------------------------------------------
+
+def test_reload_adds_and_removes_endpoints_and_keeps_counts(targets: Targets,
+                                                            tmp_path: Path) -> None:
+    config = write(tmp_path / "e.yaml", targets.config("fast ok", "server error"))
+
+    async def body() -> None:
+        async with exporter_client(config) as (exporter, client):
+            await run_cycles(exporter)
+            write(config, targets.config("fast ok", "second ok"))
+            response = await client.post("/-/reload")
+            assert response.status_code == 200, response.text
+            found = await get_metrics(client)
+            assert probes(found, "fast ok", "127.0.0.1") == {"up": 1, "degraded": 0, "down": 0}
+            assert probes(found, "second ok", "localhost") == {"up": 0, "degraded": 0, "down": 0}
+            assert probes(found, "server error", "127.0.0.1") == dict.fromkeys(
+                ("up", "degraded", "down"))
+            assert not any(dict(labels).get("endpoint") == "server error"
+                           for _, labels in found)
+            # The domain now counts only endpoints of the current config: 1 up of 1.
+            assert metric(found, "availability_ratio", domain="127.0.0.1") == 1.0
+            assert metric(found, "availability_exporter_config_last_reload_successful") == 1
+            await run_cycles(exporter)
+            found = await get_metrics(client)
+            assert probes(found, "fast ok", "127.0.0.1")["up"] == 2
+            assert probes(found, "second ok", "localhost")["up"] == 1
+            assert exporter.out.getvalue().splitlines()[-3:] == [  # type: ignore[attr-defined]
+                "127.0.0.1 has 100% availability percentage",
+                "localhost has 100% availability percentage", "---"]
+
+    run(body())
+
+
+def test_bad_reload_keeps_the_old_config_running(targets: Targets, tmp_path: Path) -> None:
+    good = targets.config("fast ok", "server error")
+    config = write(tmp_path / "e.yaml", good)
+
+    async def body() -> None:
+        async with exporter_client(config) as (exporter, client):
+            await run_cycles(exporter)
+            write(config, good + "  colour: red\n")
+            response = await client.post("/-/reload")
+            assert response.status_code == 500
+            # The error names the file and line, the endpoint and the offending key.
+            assert f"{config}:6" in response.text
+            assert "server error" in response.text and "colour" in response.text
+            found = await get_metrics(client)
+            assert metric(found, "availability_exporter_config_last_reload_successful") == 0
+            assert "reload failed" in (await client.get("/")).text
+            await run_cycles(exporter)
+            found = await get_metrics(client)
+            assert probes(found, "fast ok", "127.0.0.1")["up"] == 2
+            assert probes(found, "server error", "127.0.0.1")["down"] == 2
+            write(config, good)
+            assert (await client.post("/-/reload")).status_code == 200
+            found = await get_metrics(client)
+            assert metric(found, "availability_exporter_config_last_reload_successful") == 1
+            assert probes(found, "fast ok", "127.0.0.1")["up"] == 2
+
+    run(body())
+
+
+def test_reload_needs_post_and_unknown_paths_are_404(targets: Targets, tmp_path: Path) -> None:
+    config = write(tmp_path / "e.yaml", targets.config("fast ok"))
+
+    async def body() -> None:
+        async with exporter_client(config) as (_, client):
+            response = await client.get("/-/reload")
+            assert response.status_code == 405
+            assert "POST" in response.headers["allow"]
+            assert (await client.get("/nope")).status_code == 404
+
+    run(body())
