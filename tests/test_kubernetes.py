@@ -218,10 +218,11 @@ def test_security_context(statefulset: Manifest) -> None:
     assert security["capabilities"] == {"drop": ["ALL"]}
 
 
-def test_image_tag_is_the_project_version() -> None:
+def test_image_tag_is_the_project_version(statefulset: Manifest) -> None:
     kustomization = _load(BASE / "kustomization.yaml")
     images = {image["name"]: image for image in kustomization["images"]}
     assert images["availability-exporter"]["newTag"] == _project_version()
+    assert _container(statefulset)["image"] == f"availability-exporter:{_project_version()}"
 
 
 def _rule_file_groups() -> list[Any]:

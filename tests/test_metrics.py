@@ -18,9 +18,8 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
-from prometheus_client.openmetrics.parser import (
-    text_string_to_metric_families as parse_openmetrics,
-)
+from prometheus_client.metrics_core import Metric
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 from prometheus_client.samples import Sample
 
@@ -128,6 +127,11 @@ def render(stats: Stats, *, openmetrics: bool = False, chunk_size: int = 1 << 20
                                chunk_size=chunk_size))
 
 
+def parse_openmetrics(text: str) -> list[Metric]:
+    """Strict OpenMetrics parsing (prometheus-client's parser is not annotated)."""
+    return list(text_string_to_metric_families(text))  # type: ignore[no-untyped-call]
+
+
 def samples(text: str) -> list[Sample]:
     return [s for family in parse_text(text) for s in family.samples]
 
@@ -201,7 +205,8 @@ def _help_and_type(text: str, name: str, kind: str, *, openmetrics: bool) -> Non
 def test_every_design_family_has_help_and_type(openmetrics: bool, tmp_path: Path) -> None:
     config = tmp_path / "endpoints.yaml"
     config.write_text(CONFIG)
-    exporter = Exporter(Settings(config=config, web_listen_address="127.0.0.1:0"))
+    exporter = Exporter(Settings.model_validate(
+        {"config": config, "web_listen_address": "127.0.0.1:0"}))
     exporter.apply(exporter.load())
     text = b"".join(exposition(exporter.stats, exporter.registry,
                                openmetrics=openmetrics)).decode()

@@ -13,6 +13,7 @@ import time
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import respx
@@ -200,7 +201,7 @@ SOCKET_CASES = [
 
 @pytest.mark.parametrize(("path", "extra", "state", "reason", "status"), SOCKET_CASES,
                          ids=[c[0] for c in SOCKET_CASES])
-def test_socket_behaviour(server: AdversarialServer, path: str, extra: dict[str, object],
+def test_socket_behaviour(server: AdversarialServer, path: str, extra: dict[str, Any],
                           state: State, reason: str | None, status: int) -> None:
     result = probe_url(server.url(path), **extra)
     assert (result.state, result.reason, result.status_code) == (state, reason, status), result

@@ -20,15 +20,13 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from prometheus_client.openmetrics.parser import (
-    text_string_to_metric_families as parse_openmetrics,
-)
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 from availability_exporter.daemon import Exporter
 from availability_exporter.settings import Settings
 from availability_exporter.web import App
 from tests.helpers_http import TargetServer, refused_port, target_server
+from tests.test_metrics import parse_openmetrics
 
 INTERVAL = 5.0
 SECRET = "planted-secret-5e1f0c"
@@ -82,8 +80,9 @@ def run(coro: Coroutine[Any, Any, None]) -> None:
 
 @contextlib.asynccontextmanager
 async def exporter_client(config: Path) -> AsyncIterator[tuple[Exporter, httpx.AsyncClient]]:
-    settings = Settings(config=config, probe_interval=INTERVAL,
-                        web_listen_address="127.0.0.1:0")
+    # model_validate skips AVAILABILITY_EXPORTER_* from the environment: the test decides.
+    settings = Settings.model_validate({"config": config, "probe_interval": INTERVAL,
+                                        "web_listen_address": "127.0.0.1:0"})
     exporter = Exporter(settings, out=io.StringIO())
     exporter.apply(exporter.load())
     # web.App types its ASGI messages as MutableMapping; httpx's alias wants dict.

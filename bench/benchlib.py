@@ -1,0 +1,1008 @@
+"""What every benchmark shares: targets, the processes under test, their CPU and memory, verdicts.
+
+* Targets on 127.0.0.1 only: :class:`Nginx` (Debian nginx-light, one worker, several listen
+  ports, ``return 200 "ok"``, access log ``$msec $uri``) and :class:`DelayServer`
+  (bench/delay_server.py in its own process: answers after exactly N ms).
+* The exporter as a real process (:class:`Daemon`: ``python -m availability_exporter``), or
+  in-process on the daemon's own classes (:func:`run_in_process`: ``Exporter`` with a
+  recording wrapper around ``Prober.probe``), and blackbox_exporter (:class:`Blackbox`, driven
+  through ``/probe`` on the exporter's own schedule by :func:`drive_blackbox`).
+* CPU from ``/proc/PID/stat`` (utime + stime, all threads), memory from ``/proc/PID/status``.
+* :class:`Report`: the figures as a table, one verdict line per goal, optionally JSON.
+
+Every wait here is bounded in time; every loop in count.  Each benchmark is one script in this
+directory and imports this module by name (the script's directory is on ``sys.path``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gzip
+import http.client
+import importlib.metadata
+import io
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import string
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import quote
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+NGINX_BIN = "/usr/sbin/nginx"
+BLACKBOX_BIN = "/usr/bin/prometheus-blackbox-exporter"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+HOST = "127.0.0.1"
+# The exporter's default in-flight cap; the blackbox driver keeps the same one.
+CONCURRENCY = 1000
+START_TIMEOUT = 20.0
+
+
+# -- the machine ------------------------------------------------------------------------------
+
+def which(path: str) -> str | None:
+    """The binary at ``path``, else the same name on PATH, else None."""
+    if os.access(path, os.X_OK):
+        return path
+    return shutil.which(Path(path).name)
+
+
+def require_binary(path: str, env: str) -> str | None:
+    """The binary, or None when absent and the benchmark should skip that part.
+
+    With ``env`` (e.g. REQUIRE_NGINX) set to 1, a missing binary is an error instead.
+    """
+    found = which(path)
+    if found is None and os.environ.get(env) == "1":
+        raise SystemExit(f"{path} is required ({env}=1) but is not installed")
+    return found
+
+
+def machine_info() -> dict[str, Any]:
+    """nproc, CPU model, Python and package versions, the reference binaries' versions."""
+    model = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    packages: dict[str, str] = {}
+    for name in ("availability-exporter", "httpx", "httpcore", "anyio", "h11", "uvloop",
+                 "prometheus-client", "uvicorn", "pyyaml"):
+        try:
+            packages[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            packages[name] = "absent"
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "packages": packages,
+        "nginx": _version([NGINX_BIN, "-v"]),
+        "blackbox": _version([BLACKBOX_BIN, "--version"]),
+        "loadavg": os.getloadavg()[0],
+    }
+
+
+def _version(argv: list[str]) -> str:
+    binary = which(argv[0])
+    if binary is None:
+        return "absent"
+    try:
+        done = subprocess.run([binary, *argv[1:]], capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    text = (done.stdout + done.stderr).decode(errors="replace").strip()
+    return text.splitlines()[0] if text else "unknown"
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct ports that were free a moment ago (bound together, then released)."""
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind((HOST, 0))
+            socks.append(sock)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def wait_for_port(port: int, deadline: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Until ``port`` accepts a connection; raises when ``deadline`` passes or ``proc`` dies."""
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process {proc.args!r} exited with {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {HOST}:{port}")
+
+
+# -- /proc ------------------------------------------------------------------------------------
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of the process (all its threads) so far."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+
+
+def _status_kib(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def rss_bytes(pid: int) -> int:
+    return _status_kib(pid, "VmRSS") * 1024
+
+
+def peak_rss_bytes(pid: int) -> int:
+    return _status_kib(pid, "VmHWM") * 1024
+
+
+# -- figures ----------------------------------------------------------------------------------
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..1); 0.0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+@dataclass(frozen=True, slots=True)
+class Spread:
+    """p50 / p99 / max of a set of values, with how many there were."""
+
+    count: int
+    p50: float
+    p99: float
+    max: float
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Spread:
+        return cls(len(values), percentile(values, 0.5), percentile(values, 0.99),
+                   max(values) if values else 0.0)
+
+    def ms(self) -> str:
+        return f"{self.p50 * 1000:.2f} / {self.p99 * 1000:.2f} / {self.max * 1000:.2f}"
+
+    def as_dict(self, scale: float = 1.0) -> dict[str, float]:
+        return {"count": self.count, "p50": self.p50 * scale, "p99": self.p99 * scale,
+                "max": self.max * scale}
+
+
+@dataclass(slots=True)
+class Verdict:
+    goal: str
+    met: bool
+    detail: str
+
+    def line(self) -> str:
+        return f"{self.goal}: {'MET' if self.met else 'NOT MET'} ({self.detail})"
+
+
+@dataclass(slots=True)
+class Report:
+    """A benchmark's output: tables, verdict lines, and the same figures as JSON."""
+
+    title: str
+    tables: list[tuple[str, list[str], list[list[str]]]] = field(default_factory=list)
+    verdicts: list[Verdict] = field(default_factory=list)
+    figures: dict[str, Any] = field(default_factory=dict)
+    checks: dict[str, bool] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def table(self, caption: str, headers: list[str], rows: list[list[str]]) -> None:
+        self.tables.append((caption, headers, rows))
+
+    def verdict(self, goal: str, met: bool, detail: str) -> None:
+        self.verdicts.append(Verdict(goal, met, detail))
+
+    def check(self, name: str, ok: bool) -> None:
+        """A correctness fact (not a timing): the smoke tests assert these."""
+        self.checks[name] = ok
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+
+    def render(self) -> str:
+        out = [f"== {self.title} =="]
+        for caption, headers, rows in self.tables:
+            out.append("")
+            if caption:
+                out.append(caption)
+            widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+                      for i, h in enumerate(headers)]
+            out.append("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
+            out.append("  ".join("-" * w for w in widths))
+            for row in rows:
+                out.append("  ".join(
+                    (c.ljust(w) if i == 0 else c.rjust(w))
+                    for i, (c, w) in enumerate(zip(row, widths, strict=True))
+                ))
+        for text in self.notes:
+            out.append(f"note: {text}")
+        if self.checks:
+            failed = [name for name, ok in self.checks.items() if not ok]
+            out.append("")
+            out.append("correctness: " + ("all checks passed" if not failed
+                                          else "FAILED: " + ", ".join(failed)))
+        out.append("")
+        out.extend(v.line() for v in self.verdicts)
+        return "\n".join(out) + "\n"
+
+    def emit(self, json_path: Path | None) -> None:
+        sys.stdout.write(self.render())
+        sys.stdout.flush()
+        if json_path is not None:
+            json_path.write_text(json.dumps({
+                "title": self.title,
+                "figures": self.figures,
+                "checks": self.checks,
+                "verdicts": [{"goal": v.goal, "met": v.met, "detail": v.detail}
+                             for v in self.verdicts],
+                "notes": self.notes,
+                "machine": machine_info(),
+            }, indent=2, default=str))
+
+
+def base_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="keep configs and logs here (default: a temp dir, removed)")
+    return parser
+
+
+@contextlib.contextmanager
+def workdir(path: Path | None) -> Iterator[Path]:
+    if path is not None:
+        path.mkdir(parents=True, exist_ok=True)
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="availability-bench-") as tmp:
+        yield Path(tmp)
+
+
+def fmt(value: float, digits: int = 1) -> str:
+    return f"{value:,.{digits}f}"
+
+
+def mib(value: float) -> str:
+    return f"{value / 2**20:,.1f} MiB"
+
+
+# -- config files -----------------------------------------------------------------------------
+
+def endpoint_name(index: int) -> str:
+    return f"e{index:05d}"
+
+
+def write_endpoints(path: Path, urls: Sequence[str]) -> list[str]:
+    """An endpoints file (one flow mapping per line, fast to write); returns the names."""
+    names = [endpoint_name(i) for i in range(len(urls))]
+    with path.open("w") as out:
+        for name, url in zip(names, urls, strict=True):
+            out.write(f"- {{name: {name}, url: '{url}'}}\n")
+    return names
+
+
+# -- targets ----------------------------------------------------------------------------------
+
+class Nginx:
+    """Debian nginx-light in the foreground with its own prefix, one worker, ``ports`` ports."""
+
+    def __init__(self, directory: Path, ports: int = 8) -> None:
+        self.binary = which(NGINX_BIN)
+        if self.binary is None:
+            raise FileNotFoundError(NGINX_BIN)
+        self.prefix = directory / "nginx"
+        self.ports = free_ports(ports)
+        self.access_log = self.prefix / "access.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Self:
+        assert self.binary is not None
+        (self.prefix / "tmp").mkdir(parents=True, exist_ok=True)
+        template = string.Template((BENCH / "nginx.conf.tmpl").read_text())
+        conf = self.prefix / "nginx.conf"
+        conf.write_text(template.substitute(
+            prefix=str(self.prefix),
+            listen="".join(f"    listen {HOST}:{p} backlog=4096;\n" for p in self.ports),
+        ))
+        error_log = self.prefix / "error.log"
+        self.proc = subprocess.Popen(
+            [self.binary, "-p", str(self.prefix), "-c", str(conf), "-e", str(error_log)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + START_TIMEOUT
+        try:
+            for port in self.ports:
+                wait_for_port(port, deadline, self.proc)
+        except (RuntimeError, TimeoutError) as exc:
+            tail = error_log.read_text()[-2000:] if error_log.exists() else ""
+            self.__exit__(None, None, None)
+            raise RuntimeError(f"nginx did not start: {exc}\n{tail}") from None
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self.proc is not None:
+            stop(self.proc)
+            self.proc = None
+
+    def urls(self, count: int) -> list[str]:
+        """One URL (and so one access-log path, see :meth:`path`) per endpoint."""
+        return [f"http://{HOST}:{self.ports[i % len(self.ports)]}{self.path(i)}"
+                for i in range(count)]
+
+    @staticmethod
+    def path(index: int) -> str:
+        return f"/e/{index}"
+
+    def arrivals(self) -> list[tuple[float, str]]:
+        """(wall time, path) of every request so far (logged unbuffered, one line each)."""
+        out: list[tuple[float, str]] = []
+        if not self.access_log.exists():
+            return out
+        for line in self.access_log.read_text().splitlines():
+            stamp, _, uri = line.partition(" ")
+            with contextlib.suppress(ValueError):
+                out.append((float(stamp), uri))
+        return out
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+
+class DelayServer:
+    """bench/delay_server.py as a separate process; see its docstring."""
+
+    def __init__(self, ports: int = 4, loop: str = "asyncio") -> None:
+        self.port_count = ports
+        self.loop = loop
+        self.ports: list[int] = []
+        self.control = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Self:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(BENCH / "delay_server.py"), "--ports", str(self.port_count),
+             "--loop", self.loop],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        )
+        assert self.proc.stdout is not None
+        line = _readline_within(self.proc.stdout, START_TIMEOUT)
+        if not line:
+            self.__exit__(None, None, None)
+            raise RuntimeError("the delay server did not start")
+        info = json.loads(line)
+        self.ports = list(info["ports"])
+        self.control = int(info["control"])
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self.proc is not None:
+            stop(self.proc)
+            self.proc = None
+
+    def url(self, index: int, delay_ms: float) -> str:
+        port = self.ports[index % len(self.ports)]
+        return f"http://{HOST}:{port}/d/{delay_ms:g}/{endpoint_name(index)}"
+
+    def _get(self, path: str) -> Any:
+        with urllib.request.urlopen(f"http://{HOST}:{self.control}{path}", timeout=30) as r:
+            return json.loads(r.read())
+
+    def stats(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._get("/__stats")
+        return result
+
+    def reset(self) -> None:
+        self._get("/__reset")
+
+    def arrivals(self) -> list[tuple[float, str]]:
+        return [(float(t), str(p)) for t, p in self._get("/__arrivals")]
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+
+def _readline_within(stream: io.BufferedReader | Any, timeout: float) -> bytes:
+    """One line from a pipe, or b"" if none arrives within ``timeout``."""
+    result: list[bytes] = []
+    reader = threading.Thread(target=lambda: result.append(stream.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    return result[0] if result else b""
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> int:
+    """SIGTERM, then SIGKILL if it has not exited within ``timeout``; the exit status."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+    return proc.returncode
+
+
+def coverage(
+    arrivals: Sequence[tuple[float, str]], cycle_ends: Sequence[float], paths: Sequence[str],
+    *, margin: float,
+) -> list[tuple[int, int, int]]:
+    """Per completed cycle: (endpoints hit exactly once, missing, hit more than once).
+
+    A request belongs to cycle k when it arrived after cycle k-1 ended (+ ``margin``, since the
+    target logs a hair after it answered) and by the end of cycle k (+ ``margin``).  Requests
+    after the last completed cycle are a cycle in flight and are ignored.
+    """
+    expected = set(paths)
+    bounds = [-math.inf, *(end + margin for end in cycle_ends)]
+    result: list[tuple[int, int, int]] = []
+    for k in range(len(cycle_ends)):
+        counts: dict[str, int] = {}
+        for stamp, path in arrivals:
+            if bounds[k] < stamp <= bounds[k + 1] and path in expected:
+                counts[path] = counts.get(path, 0) + 1
+        once = sum(1 for c in counts.values() if c == 1)
+        extra = sum(1 for c in counts.values() if c > 1)
+        result.append((once, len(expected) - len(counts), extra))
+    return result
+
+
+# -- the exporter as a process ----------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Scrape:
+    status: int
+    body: bytes  # decompressed
+    wire_bytes: int
+    seconds: float
+
+
+def scrape(port: int, *, use_gzip: bool = True, timeout: float = 60.0,
+           path: str = "/metrics") -> Scrape:
+    """GET /metrics as Prometheus does (gzip unless told otherwise), timed to the last byte."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    headers = {"Accept-Encoding": "gzip"} if use_gzip else {}
+    try:
+        began = time.perf_counter()
+        conn.request("GET", path, headers=headers)
+        response = conn.getresponse()
+        raw = response.read()
+        seconds = time.perf_counter() - began
+        encoded = response.getheader("Content-Encoding") == "gzip"
+    finally:
+        conn.close()
+    body = gzip.decompress(raw) if encoded else raw
+    return Scrape(response.status, body, len(raw), seconds)
+
+
+def endpoint_values(body: bytes, metric: str, extra: str = "") -> dict[str, float]:
+    """``endpoint`` label -> value for one per-endpoint series of ``metric``.
+
+    ``extra`` selects one more label (e.g. ``result="up"``); the exporter renders labels in the
+    order endpoint, domain, extra.
+    """
+    tail = ("," + re.escape(extra)) if extra else ""
+    pattern = re.compile(
+        ("^" + re.escape(metric) + r'\{endpoint="([^"]*)",domain="[^"]*"' + tail
+         + r"\} (\S+)$").encode(), re.M,
+    )
+    return {m.group(1).decode(): float(m.group(2)) for m in pattern.finditer(body)}
+
+
+def plain_value(body: bytes, metric: str) -> float | None:
+    match = re.search(("^" + re.escape(metric) + r" (\S+)$").encode(), body, re.M)
+    return float(match.group(1)) if match else None
+
+
+class Daemon:
+    """``python -m availability_exporter CONFIG ...`` with its cycles, CPU and memory observed."""
+
+    def __init__(self, config: Path, *, interval: float, directory: Path,
+                 extra: Sequence[str] = (), label: str = "exporter") -> None:
+        self.config = config
+        self.interval = interval
+        self.extra = list(extra)
+        self.port = free_ports(1)[0]
+        self.stderr_path = directory / f"{label}.stderr"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.spawned_at = 0.0  # wall clock
+        self.cycle_ends: list[float] = []  # wall clock of each "---" line
+        self.stdout_lines = 0
+        self._cond = threading.Condition()
+        self._reader: threading.Thread | None = None
+
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", "availability_exporter", str(self.config),
+                "-f", f"{self.interval:g}", "--web.listen-address", f"{HOST}:{self.port}",
+                *self.extra]
+
+    def __enter__(self) -> Self:
+        stderr = self.stderr_path.open("wb")
+        self.spawned_at = time.time()
+        self.proc = subprocess.Popen(self.argv(), cwd=ROOT, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=stderr)
+        stderr.close()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        return self
+
+    def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._cond:
+                self.stdout_lines += 1
+                if line.strip() == b"---":
+                    self.cycle_ends.append(time.time())
+                    self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def stop(self) -> int:
+        if self.proc is None:
+            return 0
+        code = stop(self.proc)
+        if self._reader is not None:
+            self._reader.join(5)
+        self.proc = None
+        return code
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def cycles(self) -> int:
+        with self._cond:
+            return len(self.cycle_ends)
+
+    def wait_cycles(self, count: int, timeout: float) -> bool:
+        """Until ``count`` cycles have completed (True) or ``timeout`` passed / exit (False)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while len(self.cycle_ends) < count:
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.proc is not None and self.proc.poll() is not None
+                                 and not (self._reader and self._reader.is_alive())):
+                    return False
+                self._cond.wait(min(left, 0.5))
+            return True
+
+    def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
+        wait_for_port(self.port, time.monotonic() + timeout, self.proc)
+
+    def scrape(self, *, use_gzip: bool = True) -> Scrape:
+        return scrape(self.port, use_gzip=use_gzip)
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.pid)
+
+    def rss(self) -> int:
+        return rss_bytes(self.pid)
+
+    def stderr_tail(self, chars: int = 2000) -> str:
+        try:
+            return self.stderr_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+
+@dataclass(slots=True)
+class CycleSample:
+    """What one scrape right after a cycle's report line says about that cycle."""
+
+    cycle: int
+    wall: float
+    cpu: float
+    lag: float
+    cycle_seconds: float
+    missed: float
+    durations: list[float]  # one per endpoint probed once in this cycle
+    counts_ok: bool  # every endpoint's probe count went up by exactly one
+    states: dict[str, int]
+    scrape_seconds: float
+
+
+class CycleWatcher:
+    """Scrapes a daemon right after each cycle and derives that cycle's per-probe latencies.
+
+    Each endpoint is probed once per cycle, so the change of its
+    ``availability_probe_duration_seconds_sum`` between two such scrapes is exactly that
+    probe's duration as the exporter measured it.
+    """
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.prev_sum: dict[str, float] = {}
+        self.prev_count: dict[str, float] = {}
+        self.prev_states: dict[str, dict[str, float]] = {}
+        self.prev_cycle_sum = 0.0
+        self.samples: list[CycleSample] = []
+
+    def observe(self, cycle: int) -> CycleSample:
+        wall = time.time()
+        cpu = self.daemon.cpu()
+        result = self.daemon.scrape(use_gzip=True)
+        body = result.body
+        sums = endpoint_values(body, "availability_probe_duration_seconds_sum")
+        counts = endpoint_values(body, "availability_probe_duration_seconds_count")
+        states = {s: endpoint_values(body, "availability_probes_total", f'result="{s}"')
+                  for s in ("up", "degraded", "down")}
+        durations: list[float] = []
+        counts_ok = bool(counts)
+        for name, total in counts.items():
+            if total - self.prev_count.get(name, 0.0) != 1.0:
+                counts_ok = False
+                continue
+            durations.append(sums[name] - self.prev_sum.get(name, 0.0))
+        state_delta = {
+            s: sum(1 for name, v in values.items()
+                   if v - self.prev_states.get(s, {}).get(name, 0.0) >= 1.0)
+            for s, values in states.items()
+        }
+        cycle_sum = plain_value(body, "availability_exporter_cycle_duration_seconds_sum") or 0.0
+        sample = CycleSample(
+            cycle=cycle, wall=wall, cpu=cpu,
+            lag=plain_value(body, "availability_exporter_cycle_lag_seconds") or 0.0,
+            cycle_seconds=cycle_sum - self.prev_cycle_sum,
+            missed=plain_value(body, "availability_exporter_cycles_missed_total") or 0.0,
+            durations=durations, counts_ok=counts_ok, states=state_delta,
+            scrape_seconds=result.seconds,
+        )
+        self.prev_sum, self.prev_count, self.prev_cycle_sum = sums, counts, cycle_sum
+        self.prev_states = states
+        self.samples.append(sample)
+        return sample
+
+
+# -- the exporter in-process ------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class ProbeRecord:
+    cycle: int
+    index: int
+    dispatched: float  # loop time when the probe really started (slot held)
+    duration: float
+    state: str
+    reason: str | None
+
+
+@dataclass(slots=True)
+class InProcessRun:
+    records: list[ProbeRecord]
+    cycle_lags: list[float]
+    step: float  # seconds between two probe starts within a cycle
+    cpu_seconds: float
+    wall_seconds: float
+
+    def dispatch_lags(self) -> list[float]:
+        """How late each probe started against the cycle's even spread of starts."""
+        first: dict[int, float] = {}
+        for r in self.records:
+            if r.index == 0:
+                first[r.cycle] = r.dispatched
+        lags: list[float] = []
+        for r in self.records:
+            base = first.get(r.cycle)
+            if base is None or r.cycle >= len(self.cycle_lags):
+                continue
+            lags.append(max(self.cycle_lags[r.cycle] + r.dispatched - base - r.index * self.step,
+                            0.0))
+        return lags
+
+
+def run_in_process(config: Path, *, interval: float, cycles: int,
+                   extra: Sequence[str] = ()) -> InProcessRun:
+    """Run the daemon's ``Exporter`` (no web server) for ``cycles`` cycles in this process.
+
+    The scheduler, prober, stats and metric rendering are the daemon's own objects; only
+    ``Scheduler.probe`` is wrapped, to keep every ProbeResult.  uvloop as in the daemon.
+    """
+    from availability_exporter.daemon import Exporter
+    from availability_exporter.scheduler import spread_window
+    from availability_exporter.settings import load_settings
+
+    settings = load_settings([str(config), "-f", f"{interval:g}", *extra])
+    records: list[ProbeRecord] = []
+    lags: list[float] = []
+    holder: dict[str, float] = {}
+
+    async def main() -> None:
+        exporter = Exporter(settings, out=io.StringIO())
+        loop = asyncio.get_running_loop()
+        probe = exporter.prober.probe
+        index_of: dict[str, int] = {}
+        scheduler = exporter.scheduler
+        done_cycle = exporter.scheduler.on_cycle
+
+        async def recording(endpoint: Any) -> Any:
+            started = loop.time()
+            result = await probe(endpoint)
+            if not index_of:
+                index_of.update({s.endpoint.name: i for i, s in enumerate(exporter.stats)})
+            records.append(ProbeRecord(
+                len(lags), index_of[endpoint.name], started, result.duration,
+                result.state.value, result.reason,
+            ))
+            return result
+
+        def on_cycle(k: int) -> None:
+            if done_cycle is not None:
+                done_cycle(k)
+            lags.append(scheduler.cycle_stats.last_lag)
+            if len(lags) >= cycles:
+                exporter.stop.set()
+
+        scheduler.probe = recording
+        scheduler.on_cycle = on_cycle
+        holder["count"] = len(exporter.stats)
+        await exporter.run(web=None)
+        count = len(exporter.stats)
+        timeout = max(s.endpoint.timeout for s in exporter.stats)
+        holder["step"] = spread_window(count, interval, timeout) / count if count else 0.0
+
+    cpu0, wall0 = time.process_time(), time.monotonic()
+    _run_loop(main())
+    return InProcessRun(records, lags, holder.get("step", 0.0),
+                        time.process_time() - cpu0, time.monotonic() - wall0)
+
+
+def _run_loop(coro: Any) -> Any:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+def completed_cycles(run: InProcessRun, endpoints: int) -> list[tuple[int, int]]:
+    """Per completed cycle: (endpoints probed exactly once, endpoints probed another number)."""
+    out: list[tuple[int, int]] = []
+    for k in range(len(run.cycle_lags)):
+        counts: dict[int, int] = {}
+        for r in run.records:
+            if r.cycle == k:
+                counts[r.index] = counts.get(r.index, 0) + 1
+        once = sum(1 for i in range(endpoints) if counts.get(i) == 1)
+        out.append((once, endpoints - once))
+    return out
+
+
+# -- blackbox_exporter ------------------------------------------------------------------------
+
+BLACKBOX_CONFIG = string.Template("""\
+modules:
+  http_2xx:
+    prober: http
+    timeout: ${timeout}s
+    http:
+      method: GET
+      preferred_ip_protocol: ip4
+      ip_protocol_fallback: false
+""")
+
+
+class Blackbox:
+    """Debian prometheus-blackbox-exporter with module http_2xx, on a free local port."""
+
+    def __init__(self, directory: Path, *, timeout: float) -> None:
+        self.binary = which(BLACKBOX_BIN)
+        if self.binary is None:
+            raise FileNotFoundError(BLACKBOX_BIN)
+        self.config = directory / "blackbox.yml"
+        self.config.write_text(BLACKBOX_CONFIG.substitute(timeout=f"{timeout:g}"))
+        self.port = free_ports(1)[0]
+        self.log = directory / "blackbox.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Self:
+        assert self.binary is not None
+        log = self.log.open("wb")
+        self.proc = subprocess.Popen(
+            [self.binary, f"--config.file={self.config}",
+             f"--web.listen-address={HOST}:{self.port}"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+        )
+        log.close()
+        try:
+            wait_for_port(self.port, time.monotonic() + START_TIMEOUT, self.proc)
+        except (RuntimeError, TimeoutError):
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self.proc is not None:
+            stop(self.proc)
+            self.proc = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+
+@dataclass(frozen=True, slots=True)
+class BlackboxProbe:
+    cycle: int
+    index: int
+    dispatched: float
+    duration: float | None  # probe_duration_seconds as blackbox reports it
+    success: bool
+
+
+@dataclass(slots=True)
+class DriveResult:
+    probes: list[BlackboxProbe]
+    cycle_ends: list[float]  # wall clock
+    cpu_at_cycle_end: list[float]  # blackbox's CPU seconds when each cycle's probes were done
+    step: float
+
+    def durations(self, cycles: range | None = None) -> list[float]:
+        return [p.duration for p in self.probes
+                if p.duration is not None and (cycles is None or p.cycle in cycles)]
+
+
+class _KeepAliveClient:
+    """A minimal HTTP/1.1 GET client over kept-alive connections: cheap for the driver."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    async def get(self, path: str) -> bytes:
+        for attempt in range(2):
+            fresh = not self.idle
+            reader, writer = (self.idle.pop() if self.idle
+                              else await asyncio.open_connection(HOST, self.port))
+            try:
+                writer.write(f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
+                body = await _read_response(reader)
+            except (OSError, asyncio.IncompleteReadError, ValueError):
+                writer.close()
+                if fresh or attempt:
+                    raise
+                continue  # an idle connection the server had closed: once more, fresh
+            self.idle.append((reader, writer))
+            return body
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def close(self) -> None:
+        for _, writer in self.idle:
+            writer.close()
+        self.idle.clear()
+
+
+async def _read_response(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length: int | None = None
+    chunked = False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        key = name.strip().lower()
+        if key == b"content-length":
+            length = int(value)
+        elif key == b"transfer-encoding" and b"chunked" in value.lower():
+            chunked = True
+    if not chunked:
+        if length is None:
+            raise ValueError("a response without a length")
+        return await reader.readexactly(length)
+    parts: list[bytes] = []
+    for _ in range(100_000):
+        size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+        if size == 0:
+            await reader.readuntil(b"\r\n")
+            return b"".join(parts)
+        parts.append(await reader.readexactly(size))
+        await reader.readexactly(2)
+    raise ValueError("too many chunks")
+
+
+_DURATION = re.compile(rb"^probe_duration_seconds (\S+)$", re.M)
+_SUCCESS = re.compile(rb"^probe_success (\S+)$", re.M)
+
+
+def drive_blackbox(blackbox: Blackbox, targets: Sequence[str], *, interval: float,
+                   cycles: int, timeout: float,
+                   on_cycle: Callable[[int], None] | None = None) -> DriveResult:
+    """Call blackbox's /probe for every target once per cycle, on the exporter's schedule.
+
+    The same spread of starts (``spread_window``) and the same in-flight cap as the exporter,
+    so both see the same instantaneous probe rate.  Runs its own event loop (uvloop).
+    """
+    from availability_exporter.scheduler import spread_window
+
+    count = len(targets)
+    window = spread_window(count, interval, timeout) if count > 1 else 0.0
+    step = window / count if count else 0.0
+    paths = [f"/probe?module=http_2xx&target={quote(t, safe='')}" for t in targets]
+    result = DriveResult([], [], [], step)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        client = _KeepAliveClient(blackbox.port)
+        slots = asyncio.Semaphore(CONCURRENCY)
+
+        async def one(cycle: int, index: int) -> None:
+            async with slots:
+                dispatched = loop.time()
+                try:
+                    body = await client.get(paths[index])
+                except (OSError, asyncio.IncompleteReadError, ValueError):
+                    result.probes.append(BlackboxProbe(cycle, index, dispatched, None, False))
+                    return
+            duration = _DURATION.search(body)
+            success = _SUCCESS.search(body)
+            result.probes.append(BlackboxProbe(
+                cycle, index, dispatched, float(duration.group(1)) if duration else None,
+                success is not None and success.group(1) == b"1",
+            ))
+
+        t0 = loop.time()
+        try:
+            for k in range(cycles):
+                tick = t0 + k * interval
+                if tick > loop.time():
+                    await asyncio.sleep(tick - loop.time())
+                start = loop.time()
+                tasks: list[asyncio.Task[None]] = []
+                for i in range(count):
+                    at = start + i * step
+                    if at - loop.time() > 0.0005:
+                        await asyncio.sleep(at - loop.time())
+                    tasks.append(loop.create_task(one(k, i)))
+                await asyncio.wait(tasks, timeout=interval + timeout)
+                result.cycle_ends.append(time.time())
+                result.cpu_at_cycle_end.append(cpu_seconds(blackbox.pid))
+                if on_cycle is not None:
+                    on_cycle(k)
+        finally:
+            client.close()
+
+    _run_loop(main())
+    return result

@@ -1,0 +1,209 @@
+"""Goals 1 and 2: 10,000 endpoints in one process, and CPU per probe against blackbox_exporter.
+
+    .venv/bin/python bench/capacity.py [--endpoints 10000 --cycles 4 --interval 15]
+
+The exporter runs as the real daemon (fresh connection per probe, uvloop) against nginx with
+one path per endpoint.  After each cycle's report line it is scraped once (gzip, as Prometheus
+does at a 15 s interval), which gives the cycle's lag, its duration and each endpoint's probe
+count; nginx's access log says independently which endpoint was probed in which cycle.  CPU is
+utime + stime from /proc/PID/stat over whole intervals after a warm-up cycle.
+
+blackbox_exporter then probes the same targets through /probe (module http_2xx), driven on the
+exporter's own schedule (same spread of starts, same in-flight cap) for the same number of
+cycles; its CPU comes from /proc the same way.  The figure compared is CPU microseconds per
+probe; the ratio is ours / blackbox's, both from this run.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import benchlib as b
+
+from availability_exporter.config import default_timeout
+from availability_exporter.scheduler import spread_window
+
+LAG_GOAL = 0.050
+CPU_CORES_GOAL = 1.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = b.base_parser(__doc__.split("\n", 1)[0])
+    parser.add_argument("--endpoints", type=int, default=10_000)
+    parser.add_argument("--cycles", type=int, default=4, help="measured cycles (after warm-up)")
+    parser.add_argument("--interval", type=float, default=15.0)
+    parser.add_argument("--warmup", type=int, default=1, help="cycles before measuring")
+    parser.add_argument("--ports", type=int, default=8, help="nginx listen ports")
+    parser.add_argument("--no-blackbox", action="store_true", help="skip goal 2")
+    args = parser.parse_args(argv)
+    if b.require_binary(b.NGINX_BIN, "REQUIRE_NGINX") is None:
+        print("SKIP: nginx is not installed (/usr/sbin/nginx)")
+        return 0
+    report = b.Report(f"capacity: {args.endpoints:,} endpoints, {args.interval:g} s interval")
+    with b.workdir(args.workdir) as work, b.Nginx(work, ports=args.ports) as nginx:
+        ours = measure_ours(args, work, nginx, report)
+        theirs = None
+        if not args.no_blackbox:
+            if b.require_binary(b.BLACKBOX_BIN, "REQUIRE_BLACKBOX") is None:
+                report.note("blackbox_exporter is not installed: goal 2 skipped")
+            else:
+                theirs = measure_blackbox(args, work, nginx, report)
+    summarize(args, report, ours, theirs)
+    report.emit(args.json)
+    return 0 if all(report.checks.values()) else 1
+
+
+def measure_ours(args: object, work: Path, nginx: b.Nginx,
+                 report: b.Report) -> dict[str, float]:
+    assert isinstance(args, _Args)
+    n, interval = args.endpoints, args.interval
+    config = work / "endpoints.yaml"
+    paths = [u.split(f":{p}", 1)[1] for u, p in
+             ((u, nginx.ports[i % len(nginx.ports)]) for i, u in enumerate(nginx.urls(n)))]
+    b.write_endpoints(config, nginx.urls(n))
+    total = args.warmup + args.cycles
+    per_cycle_timeout = 2 * interval + 60
+    with b.Daemon(config, interval=interval, directory=work) as daemon:
+        watcher = b.CycleWatcher(daemon)
+        for k in range(total):
+            if not daemon.wait_cycles(k + 1, per_cycle_timeout):
+                raise SystemExit(f"the exporter did not finish cycle {k + 1}:\n"
+                                 f"{daemon.stderr_tail()}")
+            watcher.observe(k)
+        rss = daemon.rss()
+        peak = b.peak_rss_bytes(daemon.pid)
+        ends = list(daemon.cycle_ends[:total])
+        code = daemon.stop()
+    samples = watcher.samples
+    first, last = samples[args.warmup - 1], samples[-1]
+    cpu = last.cpu - first.cpu
+    wall = last.wall - first.wall
+    probes = args.cycles * n
+    hits = b.coverage(nginx.arrivals(), ends, paths, margin=min(0.1 * interval, 1.0))
+    every_cycle = all(once == n and missing == 0 and extra == 0 for once, missing, extra in hits)
+    counts_ok = all(s.counts_ok for s in samples)
+    all_up = all(s.states.get("up") == n for s in samples)
+    lags = [s.lag for s in samples]
+    durations = [s.cycle_seconds for s in samples]
+    missed = samples[-1].missed
+    report.check("exporter exited cleanly", code == 0)
+    report.check("every endpoint probed exactly once in every cycle (nginx log)", every_cycle)
+    report.check("every endpoint's probe count +1 per cycle (/metrics)", counts_ok)
+    report.check("every probe up", all_up)
+    report.check("no cycle missed", missed == 0)
+    timeout = default_timeout(interval)
+    window = spread_window(n, interval, timeout)
+    figures = {
+        "endpoints": n, "interval": interval, "cycles": args.cycles,
+        "probes_per_second": probes / wall if wall else 0.0,
+        "peak_start_rate": n / window if window else float(n),
+        "spread_window_seconds": window,
+        "cpu_seconds": cpu, "cpu_us_per_probe": cpu / probes * 1e6,
+        "cpu_cores": cpu / wall if wall else 0.0,
+        "cycle_lag_p99_ms": b.percentile(lags, 0.99) * 1000,
+        "cycle_lag_max_ms": max(lags) * 1000,
+        "cycle_duration_max_s": max(durations),
+        "cycles_missed": missed,
+        "scrape_p99_ms": b.percentile([s.scrape_seconds for s in samples], 0.99) * 1000,
+        "rss_bytes": rss, "peak_rss_bytes": peak,
+        "coverage": hits,
+    }
+    report.figures["ours"] = figures
+    return figures
+
+
+def measure_blackbox(args: object, work: Path, nginx: b.Nginx,
+                     report: b.Report) -> dict[str, float]:
+    assert isinstance(args, _Args)
+    n, interval = args.endpoints, args.interval
+    urls = nginx.urls(n)
+    timeout = default_timeout(interval)
+    total = args.warmup + args.cycles
+    with b.Blackbox(work, timeout=timeout) as blackbox:
+        began = b.cpu_seconds(blackbox.pid)
+        result = b.drive_blackbox(blackbox, urls, interval=interval, cycles=total,
+                                  timeout=timeout)
+        rss = b.rss_bytes(blackbox.pid)
+    measured = range(args.warmup, total)
+    cpu = result.cpu_at_cycle_end[-1] - result.cpu_at_cycle_end[args.warmup - 1]
+    wall = result.cycle_ends[-1] - result.cycle_ends[args.warmup - 1]
+    probes = args.cycles * n
+    ok = sum(1 for p in result.probes if p.cycle in measured and p.success)
+    report.check("blackbox: every probe succeeded", ok == probes)
+    figures = {
+        "probes_per_second": probes / wall if wall else 0.0,
+        "cpu_seconds": cpu, "cpu_us_per_probe": cpu / probes * 1e6,
+        "cpu_cores": cpu / wall if wall else 0.0,
+        "startup_cpu_seconds": result.cpu_at_cycle_end[0] - began,
+        "successful": ok, "rss_bytes": rss,
+    }
+    report.figures["blackbox"] = figures
+    return figures
+
+
+def summarize(args: object, report: b.Report, ours: dict[str, float],
+              theirs: dict[str, float] | None) -> None:
+    assert isinstance(args, _Args)
+    rows = [
+        ["probes/s (average over whole intervals)", b.fmt(ours["probes_per_second"])],
+        ["probe starts/s within the spread window", b.fmt(ours["peak_start_rate"])],
+        ["CPU µs per probe", b.fmt(ours["cpu_us_per_probe"])],
+        ["CPU cores (average)", b.fmt(ours["cpu_cores"], 3)],
+        ["cycle lag p99 / max (ms)",
+         f"{ours['cycle_lag_p99_ms']:.2f} / {ours['cycle_lag_max_ms']:.2f}"],
+        ["longest cycle (s)", b.fmt(ours["cycle_duration_max_s"], 2)],
+        ["cycles missed", f"{ours['cycles_missed']:.0f}"],
+        ["/metrics scrape after each cycle, p99 (ms)", b.fmt(ours["scrape_p99_ms"])],
+        ["RSS at end / peak", f"{b.mib(ours['rss_bytes'])} / {b.mib(ours['peak_rss_bytes'])}"],
+    ]
+    headers = ["availability-exporter", "figure"]
+    if theirs is not None:
+        headers = ["figure", "availability-exporter", "blackbox_exporter"]
+        rows = [
+            ["probes/s (average)", b.fmt(ours["probes_per_second"]),
+             b.fmt(theirs["probes_per_second"])],
+            ["CPU µs per probe", b.fmt(ours["cpu_us_per_probe"]),
+             b.fmt(theirs["cpu_us_per_probe"])],
+            ["CPU cores (average)", b.fmt(ours["cpu_cores"], 3), b.fmt(theirs["cpu_cores"], 3)],
+            ["RSS at end", b.mib(ours["rss_bytes"]), b.mib(theirs["rss_bytes"])],
+        ] + [[r[0], r[1], ""] for r in rows if not r[0].startswith(("probes/s (av", "CPU", "RSS"))]
+    report.table(f"{args.cycles} measured cycles of {args.endpoints:,} endpoints "
+                 f"(after {args.warmup} warm-up); fresh connection per probe", headers, rows)
+    completed = all(report.checks.get(k, True) for k in (
+        "every endpoint probed exactly once in every cycle (nginx log)",
+        "every endpoint's probe count +1 per cycle (/metrics)", "no cycle missed"))
+    in_time = ours["cycle_duration_max_s"] < args.interval
+    met = (completed and in_time and ours["cycle_lag_p99_ms"] <= LAG_GOAL * 1000
+           and ours["cpu_cores"] <= CPU_CORES_GOAL)
+    report.verdict(
+        "GOAL 1 capacity", met,
+        f"{ours['probes_per_second']:,.0f} probes/s, {ours['cpu_us_per_probe']:,.0f} µs CPU "
+        f"per probe, {ours['cpu_cores']:.2f} cores <= {CPU_CORES_GOAL:g}; cycle lag p99 "
+        f"{ours['cycle_lag_p99_ms']:.1f} ms <= {LAG_GOAL * 1000:g}; longest cycle "
+        f"{ours['cycle_duration_max_s']:.2f} s < {args.interval:g} s; every endpoint every "
+        f"cycle: {'yes' if completed else 'NO'}",
+    )
+    if theirs is not None:
+        ratio = ours["cpu_us_per_probe"] / theirs["cpu_us_per_probe"]
+        report.figures["cpu_ratio"] = ratio
+        report.verdict(
+            "GOAL 2 CPU per probe vs blackbox_exporter", ratio <= 1.0,
+            f"{ours['cpu_us_per_probe']:,.0f} µs vs {theirs['cpu_us_per_probe']:,.0f} µs, "
+            f"ratio {ratio:.2f} <= 1",
+        )
+
+
+class _Args:
+    """The parsed flags (argparse.Namespace, typed for the helpers above)."""
+
+    endpoints: int
+    cycles: int
+    interval: float
+    warmup: int
+    ports: int
+    no_blackbox: bool
+
+
+if __name__ == "__main__":
+    sys.exit(main())
