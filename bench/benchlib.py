@@ -293,8 +293,9 @@ def fmt(value: float, digits: int = 1) -> str:
     return f"{value:,.{digits}f}"
 
 
-def mib(value: float) -> str:
-    return f"{value / 2**20:,.1f} MiB"
+def mb(value: float) -> str:
+    """Bytes as decimal megabytes, the unit the goals are written in."""
+    return f"{value / 1e6:,.1f} MB"
 
 
 # -- config files -----------------------------------------------------------------------------
@@ -329,11 +330,12 @@ class Nginx:
     def __enter__(self) -> Self:
         assert self.binary is not None
         (self.prefix / "tmp").mkdir(parents=True, exist_ok=True)
-        template = string.Template((BENCH / "nginx.conf.tmpl").read_text())
+        # Plain markers, not string.Template: nginx's own variables start with "$".
+        template = (BENCH / "nginx.conf.tmpl").read_text()
         conf = self.prefix / "nginx.conf"
-        conf.write_text(template.substitute(
-            prefix=str(self.prefix),
-            listen="".join(f"    listen {HOST}:{p} backlog=4096;\n" for p in self.ports),
+        conf.write_text(template.replace("@PREFIX@", str(self.prefix)).replace(
+            "@LISTEN@",
+            "".join(f"        listen {HOST}:{p} backlog=4096;\n" for p in self.ports).rstrip(),
         ))
         error_log = self.prefix / "error.log"
         self.proc = subprocess.Popen(

@@ -17,7 +17,9 @@ probe; the ratio is ours / blackbox's, both from this run.
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import benchlib as b
 
@@ -28,6 +30,18 @@ LAG_GOAL = 0.050
 CPU_CORES_GOAL = 1.0
 
 
+@dataclass(frozen=True, slots=True)
+class Options:
+    json: Path | None
+    workdir: Path | None
+    endpoints: int
+    cycles: int
+    interval: float
+    warmup: int
+    ports: int
+    no_blackbox: bool
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = b.base_parser(__doc__.split("\n", 1)[0])
     parser.add_argument("--endpoints", type=int, default=10_000)
@@ -36,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=1, help="cycles before measuring")
     parser.add_argument("--ports", type=int, default=8, help="nginx listen ports")
     parser.add_argument("--no-blackbox", action="store_true", help="skip goal 2")
-    args = parser.parse_args(argv)
+    args = Options(**vars(parser.parse_args(argv)))
     if b.require_binary(b.NGINX_BIN, "REQUIRE_NGINX") is None:
         print("SKIP: nginx is not installed (/usr/sbin/nginx)")
         return 0
@@ -54,13 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if all(report.checks.values()) else 1
 
 
-def measure_ours(args: object, work: Path, nginx: b.Nginx,
-                 report: b.Report) -> dict[str, float]:
-    assert isinstance(args, _Args)
+def measure_ours(args: Options, work: Path, nginx: b.Nginx,
+                 report: b.Report) -> dict[str, Any]:
     n, interval = args.endpoints, args.interval
     config = work / "endpoints.yaml"
-    paths = [u.split(f":{p}", 1)[1] for u, p in
-             ((u, nginx.ports[i % len(nginx.ports)]) for i, u in enumerate(nginx.urls(n)))]
+    paths = [nginx.path(i) for i in range(n)]
     b.write_endpoints(config, nginx.urls(n))
     total = args.warmup + args.cycles
     per_cycle_timeout = 2 * interval + 60
@@ -113,9 +125,8 @@ def measure_ours(args: object, work: Path, nginx: b.Nginx,
     return figures
 
 
-def measure_blackbox(args: object, work: Path, nginx: b.Nginx,
-                     report: b.Report) -> dict[str, float]:
-    assert isinstance(args, _Args)
+def measure_blackbox(args: Options, work: Path, nginx: b.Nginx,
+                     report: b.Report) -> dict[str, Any]:
     n, interval = args.endpoints, args.interval
     urls = nginx.urls(n)
     timeout = default_timeout(interval)
@@ -142,9 +153,8 @@ def measure_blackbox(args: object, work: Path, nginx: b.Nginx,
     return figures
 
 
-def summarize(args: object, report: b.Report, ours: dict[str, float],
-              theirs: dict[str, float] | None) -> None:
-    assert isinstance(args, _Args)
+def summarize(args: Options, report: b.Report, ours: dict[str, Any],
+              theirs: dict[str, Any] | None) -> None:
     rows = [
         ["probes/s (average over whole intervals)", b.fmt(ours["probes_per_second"])],
         ["probe starts/s within the spread window", b.fmt(ours["peak_start_rate"])],
@@ -155,7 +165,7 @@ def summarize(args: object, report: b.Report, ours: dict[str, float],
         ["longest cycle (s)", b.fmt(ours["cycle_duration_max_s"], 2)],
         ["cycles missed", f"{ours['cycles_missed']:.0f}"],
         ["/metrics scrape after each cycle, p99 (ms)", b.fmt(ours["scrape_p99_ms"])],
-        ["RSS at end / peak", f"{b.mib(ours['rss_bytes'])} / {b.mib(ours['peak_rss_bytes'])}"],
+        ["RSS at end / peak", f"{b.mb(ours['rss_bytes'])} / {b.mb(ours['peak_rss_bytes'])}"],
     ]
     headers = ["availability-exporter", "figure"]
     if theirs is not None:
@@ -166,7 +176,7 @@ def summarize(args: object, report: b.Report, ours: dict[str, float],
             ["CPU µs per probe", b.fmt(ours["cpu_us_per_probe"]),
              b.fmt(theirs["cpu_us_per_probe"])],
             ["CPU cores (average)", b.fmt(ours["cpu_cores"], 3), b.fmt(theirs["cpu_cores"], 3)],
-            ["RSS at end", b.mib(ours["rss_bytes"]), b.mib(theirs["rss_bytes"])],
+            ["RSS at end", b.mb(ours["rss_bytes"]), b.mb(theirs["rss_bytes"])],
         ] + [[r[0], r[1], ""] for r in rows if not r[0].startswith(("probes/s (av", "CPU", "RSS"))]
     report.table(f"{args.cycles} measured cycles of {args.endpoints:,} endpoints "
                  f"(after {args.warmup} warm-up); fresh connection per probe", headers, rows)
@@ -192,17 +202,6 @@ def summarize(args: object, report: b.Report, ours: dict[str, float],
             f"{ours['cpu_us_per_probe']:,.0f} µs vs {theirs['cpu_us_per_probe']:,.0f} µs, "
             f"ratio {ratio:.2f} <= 1",
         )
-
-
-class _Args:
-    """The parsed flags (argparse.Namespace, typed for the helpers above)."""
-
-    endpoints: int
-    cycles: int
-    interval: float
-    warmup: int
-    ports: int
-    no_blackbox: bool
 
 
 if __name__ == "__main__":

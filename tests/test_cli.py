@@ -43,8 +43,8 @@ def reports(stdout: str) -> list[list[str]]:
 
 @pytest.fixture(scope="module")
 def base() -> Iterator[str]:
-    with serve_in_process() as url:
-        yield url
+    with serve_in_process() as server:
+        yield server.base_url
 
 
 def write(tmp_path: Path, text: str, name: str = "endpoints.yaml") -> Path:

@@ -7,6 +7,7 @@ aliases (a billion-laughs bomb among them), deep nesting, binary garbage.
 
 from __future__ import annotations
 
+import json
 import random
 import subprocess
 import sys
@@ -191,6 +192,24 @@ def test_random_text(text: str) -> None:
 @given(st.binary(max_size=300))
 def test_random_bytes(data: bytes) -> None:
     check(data)
+
+
+YAML_TAGS = ["int", "float", "bool", "str", "null", "binary", "timestamp", "set", "omap",
+             "pairs", "seq", "map", "merge", "value", "python/object:os.system"]
+TAGGED_FILES = st.builds(
+    lambda key, tag, text: (
+        f"- {{name: n, url: 'http://h/', {key}: !!{tag} {json.dumps(text)}}}\n"
+        f"- {{name: m, url: 'http://h/', headers: {{X: !!{tag} {json.dumps(text)}}}}}\n"
+    ),
+    st.sampled_from(ALLOWED_KEYS), st.sampled_from(YAML_TAGS), ODD_TEXT,
+)
+
+
+@FUZZ
+@given(TAGGED_FILES)
+def test_explicit_tags(text: str) -> None:
+    """An explicit tag makes the constructor convert text it would never have resolved."""
+    check(text.encode("utf-8"))
 
 
 @st.composite

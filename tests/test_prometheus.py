@@ -37,6 +37,10 @@ from tests.helpers_http import (
 
 # Endpoints per domain: each cycle adds exactly this many probes to the domain's total.
 PER_DOMAIN = {"127.0.0.1": 3, "localhost": 3}
+# Not a whole number of scrape intervals (1 s): with equal periods every scrape would land at
+# the same point of the cycle, perhaps always while the slow probe is in flight, and no
+# scrape would ever sit at a cycle boundary.  At 1.25 s the scrapes walk through the cycle.
+EXPORTER_INTERVAL = 1.25
 
 
 def require_binary(name: str) -> str:
@@ -121,7 +125,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ExporterPr
     with target_server() as server:
         config = tmp_path / "endpoints.yaml"
         config.write_text(endpoints_yaml(server))
-        with exporter_process(config, tmp_path, interval=1) as exporter:
+        with exporter_process(config, tmp_path, interval=EXPORTER_INTERVAL) as exporter:
             exporter.wait_ready()
             prometheus = Prometheus(prometheus_binary, tmp_path,
                                     f"127.0.0.1:{exporter.port}")

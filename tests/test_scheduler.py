@@ -27,7 +27,8 @@ def test_spread_window() -> None:
 def test_every_endpoint_once_per_cycle_reports_on_time() -> None:
     """200 endpoints, interval 1 s, a quarter taking 0.9 x timeout: no drift, no misses."""
     interval, timeout = 1.0, 0.8
-    with serve_in_process() as base:
+    with serve_in_process() as server:
+        base = server.base_url
         urls = [f"{base}/slow?ms=720" if i % 4 == 0 else f"{base}/ok" for i in range(200)]
         text = "".join(f"- {{name: ep{i}, url: '{u}'}}\n" for i, u in enumerate(urls))
         eps = parse_config(text.encode(), "t.yaml",

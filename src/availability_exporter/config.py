@@ -147,7 +147,7 @@ def prepare_target(url: str) -> RequestTarget:
         port=port,
         target=parsed.raw_path or b"/",
         host_header=host_header,
-        url=str(parsed.copy_with(username=None, password=None)),
+        url=str(parsed.copy_with(username=None, password=None) if parsed.userinfo else parsed),
     )
 
 

@@ -8,17 +8,74 @@ removed or changed is dropped and its series never come back.
 from __future__ import annotations
 
 import bisect
-from collections import deque
+import struct
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from availability_exporter.config import Endpoint
-from availability_exporter.probe import PHASES, REASONS, ProbeResult, State
+from availability_exporter.probe import PHASES, REASONS, STATES, ProbeResult, State
 
 HISTORY = 20
 BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _REASON_INDEX = {reason: i for i, reason in enumerate(REASONS)}
 _PHASE_COUNT = len(PHASES)
+
+
+_RECORD = struct.Struct("<dd5dHBb")  # finished_at, duration, phases, status, state, reason
+_STATE_LIST = list(STATES)
+_ERRORS: dict[str, str] = {}  # one shared copy of each distinct error message
+
+
+class History:
+    """The last HISTORY results of one endpoint, packed: ~70 bytes each instead of ~350.
+
+    10,000 endpoints x 20 full ProbeResult objects would cost about 60 MB; the status page is
+    the only reader, and it rebuilds the few results it shows.
+    """
+
+    __slots__ = ("_certs", "_count", "_errors", "_packed")
+
+    def __init__(self) -> None:
+        self._packed = bytearray(_RECORD.size * HISTORY)
+        self._errors: list[str | None] = [None] * HISTORY
+        self._certs: list[float | None] = [None] * HISTORY
+        self._count = 0
+
+    def __len__(self) -> int:
+        return min(self._count, HISTORY)
+
+    def append(self, result: ProbeResult) -> None:
+        slot = self._count % HISTORY
+        reason = _REASON_INDEX[result.reason] if result.reason is not None else -1
+        _RECORD.pack_into(
+            self._packed, slot * _RECORD.size, result.finished_at, result.duration,
+            *result.phases, result.status_code, _STATE_LIST.index(result.state), reason,
+        )
+        error = result.error
+        if error is not None:
+            if len(_ERRORS) > 10_000:
+                _ERRORS.clear()
+            error = _ERRORS.setdefault(error, error)
+        self._errors[slot] = error
+        self._certs[slot] = result.cert_not_after
+        self._count += 1
+
+    def __iter__(self) -> Iterator[ProbeResult]:
+        """Oldest first."""
+        first = self._count - len(self)
+        for n in range(first, self._count):
+            slot = n % HISTORY
+            values = _RECORD.unpack_from(self._packed, slot * _RECORD.size)
+            finished, duration, p0, p1, p2, p3, p4, status, state, reason = values
+            yield ProbeResult(
+                state=_STATE_LIST[state], reason=REASONS[reason] if reason >= 0 else None,
+                status_code=status, duration=duration, phases=(p0, p1, p2, p3, p4),
+                finished_at=finished, cert_not_after=self._certs[slot],
+                error=self._errors[slot],
+            )
+
+    def __reversed__(self) -> Iterator[ProbeResult]:
+        return reversed(list(self))
 
 
 class EndpointStats:
@@ -40,7 +97,7 @@ class EndpointStats:
         self.duration_sum = 0.0
         self.last: ProbeResult | None = None
         self.cert_not_after: float | None = None
-        self.history: deque[ProbeResult] = deque(maxlen=HISTORY)
+        self.history = History()
         # The metrics module keeps this endpoint's exposition text here (see metrics.py).
         self.rendered: tuple[bytes, ...] = ()
 

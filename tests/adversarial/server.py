@@ -809,11 +809,38 @@ def refused_port(attempts: int = 20) -> int:
     raise RuntimeError(f"no refusing port on {_HOST} found in {attempts} attempts")
 
 
+
+@dataclass(frozen=True)
+class RemoteServer:
+    """Where a server started by `serve_in_process` listens (same URLs as AdversarialServer)."""
+
+    port: int
+    hang_accept_port: int
+    tls_ports: Mapping[str, int]
+    ca_path: str | None = None
+    not_after: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{_HOST}:{self.port}"
+
+    def url(self, path: str = "/", *, tls: CertKind | None = None, host: str = _HOST) -> str:
+        if tls is None:
+            return f"http://{host}:{self.port}{path}"
+        return f"https://{host}:{self.tls_ports[tls.value]}{path}"
+
+    def hang_accept_url(self, *, tls: bool = False) -> str:
+        scheme = "https" if tls else "http"
+        return f"{scheme}://{_HOST}:{self.hang_accept_port}/hang-accept"
+
+
 @contextlib.contextmanager
-def serve_in_process(timeout: float = 10.0) -> Iterator[str]:
-    """Run the server in a child process (``python -m tests.adversarial``); yield its base URL.
+def serve_in_process(certs_dir: str | None = None, timeout: float = 10.0,
+                     ) -> Iterator[RemoteServer]:
+    """Run the server in a child process (``python -m tests.adversarial``).
 
     For latency-sensitive tests: a server thread would share the test process's GIL.
+    With ``certs_dir`` (made by `make_certs`), the TLS listeners are started too.
     """
     import os
     import subprocess
@@ -822,16 +849,21 @@ def serve_in_process(timeout: float = 10.0) -> Iterator[str]:
 
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    child = subprocess.Popen(
-        [sys.executable, "-m", "tests.adversarial"], stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, cwd=root, env=env, text=True,
-    )
+    args = [sys.executable, "-m", "tests.adversarial"]
+    if certs_dir is not None:
+        args += ["--certs", certs_dir]
+    child = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=root,
+                             env=env, text=True)
     try:
         assert child.stdout is not None
         line = child.stdout.readline().strip()
-        if not line.startswith("http://"):
-            raise RuntimeError(f"adversarial server did not start: {line!r}")
-        yield line
+        try:
+            info = json.loads(line)
+        except ValueError:
+            raise RuntimeError(f"adversarial server did not start: {line!r}") from None
+        yield RemoteServer(port=info["port"], hang_accept_port=info["hang_accept_port"],
+                           tls_ports=info["tls_ports"], ca_path=info["ca_path"],
+                           not_after=info["not_after"])
     finally:
         if child.stdin is not None:
             child.stdin.close()

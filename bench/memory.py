@@ -1,0 +1,110 @@
+"""Goal 5: resident memory at 10,000 endpoints after 10 cycles, and flat from cycle 10 to 40.
+
+    .venv/bin/python bench/memory.py [--endpoints 10000 --cycles 40 --interval 5 --timeout 2]
+
+Forty 15 s cycles would take ten minutes, so by default the daemon runs with a shorter
+interval (``-f 5 --probe.timeout 2``; the output says which).  Everything else is as in
+production: fresh connection per probe against nginx, uvloop, and one gzip scrape of /metrics
+after every cycle (Prometheus scraping at the probe interval).  RSS (VmRSS) is read from
+/proc/PID/status right after each cycle's report line, before that cycle's scrape.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import benchlib as b
+
+RSS_GOAL = 150 * 10**6
+GROWTH_GOAL = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    json: Path | None
+    workdir: Path | None
+    endpoints: int
+    cycles: int
+    checkpoint: int
+    interval: float
+    timeout: float
+    ports: int
+    no_scrape: bool
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = b.base_parser(__doc__.split("\n", 1)[0])
+    parser.add_argument("--endpoints", type=int, default=10_000)
+    parser.add_argument("--cycles", type=int, default=40)
+    parser.add_argument("--checkpoint", type=int, default=10,
+                        help="the cycle whose RSS is the baseline (default 10)")
+    parser.add_argument("--interval", type=float, default=5.0)
+    parser.add_argument("--timeout", type=float, default=2.0, help="--probe.timeout")
+    parser.add_argument("--ports", type=int, default=8, help="nginx listen ports")
+    parser.add_argument("--no-scrape", action="store_true", help="no scrape after each cycle")
+    args = Options(**vars(parser.parse_args(argv)))
+    if b.require_binary(b.NGINX_BIN, "REQUIRE_NGINX") is None:
+        print("SKIP: nginx is not installed (/usr/sbin/nginx)")
+        return 0
+    n = args.endpoints
+    report = b.Report(f"memory: {n:,} endpoints, {args.cycles} cycles at -f {args.interval:g} "
+                      f"--probe.timeout {args.timeout:g} (shortened so {args.cycles} cycles "
+                      "fit in minutes)")
+    rss: list[int] = []
+    lag_missed = 0.0
+    with b.workdir(args.workdir) as work, b.Nginx(work, ports=args.ports) as nginx:
+        config = work / "endpoints.yaml"
+        b.write_endpoints(config, nginx.urls(n))
+        extra = ["--probe.timeout", f"{args.timeout:g}"]
+        with b.Daemon(config, interval=args.interval, directory=work, extra=extra) as daemon:
+            watcher = b.CycleWatcher(daemon)
+            started = b.rss_bytes(daemon.pid)
+            for k in range(args.cycles):
+                if not daemon.wait_cycles(k + 1, 4 * args.interval + 120):
+                    raise SystemExit(f"the exporter did not finish cycle {k + 1}:\n"
+                                     f"{daemon.stderr_tail()}")
+                rss.append(daemon.rss())
+                if not args.no_scrape:
+                    watcher.observe(k)
+            peak = b.peak_rss_bytes(daemon.pid)
+            if watcher.samples:
+                lag_missed = watcher.samples[-1].missed
+            code = daemon.stop()
+    base = rss[min(args.checkpoint, len(rss)) - 1]
+    end = rss[-1]
+    growth = (end - base) / base
+    report.check("daemon exited cleanly", code == 0)
+    if watcher.samples:
+        report.check("every endpoint's probe count +1 per cycle",
+                     all(s.counts_ok for s in watcher.samples))
+    marks = sorted({1, 2, 5, args.checkpoint, *range(args.checkpoint, args.cycles + 1, 10),
+                    args.cycles} & set(range(1, args.cycles + 1)))
+    report.table(f"RSS after cycle k ({'one gzip scrape per cycle' if not args.no_scrape else 'no scrapes'})",
+                 ["cycle", "RSS"], [[str(k), b.mb(rss[k - 1])] for k in marks])
+    report.table("", ["figure", "value"], [
+        ["RSS right after start-up (before the first cycle)", b.mb(started)],
+        [f"RSS after cycle {args.checkpoint}", b.mb(base)],
+        [f"RSS after cycle {args.cycles}", b.mb(end)],
+        [f"growth cycle {args.checkpoint} -> {args.cycles}", f"{growth * 100:+.2f} %"],
+        ["peak RSS (VmHWM)", b.mb(peak)],
+        ["cycles missed (interval shortened)", f"{lag_missed:.0f}"],
+    ])
+    report.figures.update({
+        "endpoints": n, "interval": args.interval, "timeout": args.timeout,
+        "rss": rss, "rss_checkpoint": base, "rss_end": end, "growth": growth, "peak": peak,
+        "cycles_missed": lag_missed,
+    })
+    report.verdict(
+        "GOAL 5 memory", base <= RSS_GOAL and growth <= GROWTH_GOAL,
+        f"RSS {base / 1e6:.0f} MB after cycle {args.checkpoint} <= {RSS_GOAL / 1e6:.0f} MB; "
+        f"{growth * 100:+.2f} % to cycle {args.cycles} <= {GROWTH_GOAL * 100:g} %; peak "
+        f"{peak / 1e6:.0f} MB; at -f {args.interval:g} --probe.timeout {args.timeout:g}",
+    )
+    report.emit(args.json)
+    return 0 if all(report.checks.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,250 @@
+"""The Grafana dashboard is well formed, and every query in it returns data from a live stack.
+
+The static half needs nothing. The live half starts the exporter (probing local targets that
+answer 200, 500, slowly and over TLS) and Debian's Prometheus with deploy/prometheus/rules,
+then evaluates every panel's expression through Prometheus's query API. Without the
+prometheus binary the live half skips, unless REQUIRE_PROMETHEUS=1 makes that a failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trustme
+
+from tests.helpers_http import exporter_process, free_port, target_server, wait_for
+
+ROOT = Path(__file__).resolve().parents[1]
+DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "availability-exporter.json"
+RULES = [
+    ROOT / "deploy" / "prometheus" / "rules" / name for name in ("recording.yml", "alerts.yml")
+]
+BUILTINS = {"__rate_interval", "__range", "__interval", "__interval_ms", "__range_s", "__all"}
+# Values Grafana would give the variables: every location, domain and endpoint.
+SUBSTITUTIONS = {
+    "__rate_interval": "1m",
+    "__range": "1h",
+    "__interval": "15s",
+    "location": ".*",
+    "domain": ".*",
+    "endpoint": ".*",
+}
+# Which variables must filter a series, by the labels it carries.
+LEVELS = [
+    ("location_domain_endpoint", ("location", "domain", "endpoint")),
+    ("location_domain:", ("location", "domain")),
+    ("availability_exporter_", ("location",)),
+    ("up", ("location",)),
+    ("availability_", ("location", "domain", "endpoint")),
+]
+
+
+def load_dashboard() -> dict[str, Any]:
+    dashboard: dict[str, Any] = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    return dashboard
+
+
+def queries(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
+    """(panel title, PromQL) of every target of every panel."""
+    return [
+        (panel["title"], target["expr"])
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", [])
+    ]
+
+
+def test_panels_are_placed_and_use_the_datasource_variable() -> None:
+    dashboard = load_dashboard()
+    assert 36 <= dashboard["schemaVersion"] <= 41
+    panels = dashboard["panels"]
+    ids = [panel["id"] for panel in panels]
+    assert len(ids) == len(set(ids))
+    for panel in panels:
+        assert {"x", "y", "w", "h"} <= panel["gridPos"].keys(), panel["title"]
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"] == panel["datasource"], panel["title"]
+    kinds = {panel["type"] for panel in panels}
+    assert {"state-timeline", "heatmap", "timeseries", "stat", "bargauge", "table"} <= kinds
+
+
+def test_variables_exist_and_match_series_without_the_label() -> None:
+    dashboard = load_dashboard()
+    variables = {var["name"]: var for var in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    for name in ("location", "domain", "endpoint"):
+        var = variables[name]
+        assert var["query"]["query"].startswith("label_values(")
+        assert (var["multi"], var["includeAll"], var["allValue"]) == (True, True, ".*")
+    used = set(re.findall(r"\$\{?(\w+)", DASHBOARD.read_text(encoding="utf-8")))
+    assert used - BUILTINS <= variables.keys()
+
+
+def test_every_selector_is_filtered_by_the_variables_of_its_labels() -> None:
+    for title, expr in queries(load_dashboard()):
+        selectors = re.findall(r"([a-zA-Z_:][\w:]*)\{([^}]*)\}", expr)
+        bare = re.sub(r"\{[^}]*\}|\[[^]]*\]|\b(?:by|on)\s*\([^)]*\)", "", expr)
+        names = {n for n in re.findall(r"[a-zA-Z_:][\w:]*", bare) if ":" in n or "availab" in n}
+        # Only the objective, which has no labels, may appear unfiltered.
+        assert names - {s for s, _ in selectors} <= {"availability:objective:ratio"}, title
+        for name, matchers in selectors:
+            required = next(labels for prefix, labels in LEVELS if name.startswith(prefix))
+            for label in required:
+                assert f'{label}=~"${label}"' in matchers, f"{title}: {name} lacks ${label}"
+
+
+class TlsTarget:
+    """An https server on 127.0.0.1 answering 200, with a certificate from a throwaway CA."""
+
+    def __init__(self) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                return
+
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        trustme.CA().issue_cert("localhost", "127.0.0.1").configure_cert(context)
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.url = f"https://127.0.0.1:{self.server.server_address[1]}/"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+
+@contextlib.contextmanager
+def tls_target() -> Iterator[TlsTarget]:
+    target = TlsTarget()
+    target.thread.start()
+    try:
+        yield target
+    finally:
+        target.server.shutdown()
+        target.server.server_close()
+
+
+@contextlib.contextmanager
+def prometheus(workdir: Path, exporter_port: int) -> Iterator[str]:
+    """Debian's prometheus scraping the exporter every second, with the deploy rules."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        if os.environ.get("REQUIRE_PROMETHEUS") == "1":
+            pytest.fail("prometheus not found on PATH and REQUIRE_PROMETHEUS=1")
+        pytest.skip("prometheus not found on PATH (Debian package prometheus)")
+    config = {
+        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(path) for path in RULES],
+        "scrape_configs": [
+            {
+                "job_name": "availability-exporter",
+                "static_configs": [{"targets": [f"127.0.0.1:{exporter_port}"]}],
+            }
+        ],
+    }
+    (workdir / "prometheus.yml").write_text(json.dumps(config), encoding="utf-8")
+    base = f"http://127.0.0.1:{free_port()}"
+    with (workdir / "prometheus.log").open("wb") as log:
+        process = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={workdir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={workdir / 'tsdb'}",
+                f"--web.listen-address={base.removeprefix('http://')}",
+                "--log.level=warn",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        try:
+
+            def ready() -> bool | None:
+                assert process.poll() is None, (workdir / "prometheus.log").read_text()
+                with contextlib.suppress(httpx.TransportError):
+                    return True if httpx.get(f"{base}/-/ready", timeout=2).is_success else None
+                return None
+
+            wait_for("Prometheus to be ready", ready, timeout=30)
+            yield base
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+
+
+def api(base: str, path: str, **params: str) -> Any:
+    body = httpx.get(f"{base}/api/v1/{path}", params=params, timeout=10).json()
+    assert body["status"] == "success", body
+    return body["data"]
+
+
+def substitute(expr: str) -> str:
+    return re.sub(r"\$\{?(\w+)\}?", lambda match: SUBSTITUTIONS[match.group(1)], expr)
+
+
+def test_every_panel_query_returns_data(tmp_path: Path) -> None:
+    if not (ROOT / "src" / "availability_exporter" / "cli.py").exists():
+        pytest.skip("the exporter's CLI is not there yet")
+    config = tmp_path / "endpoints.yaml"
+    with target_server() as http, tls_target() as https:
+        config.write_text(
+            f"- name: ok\n  url: {http.url('/ok')}\n"
+            f"- name: error\n  url: {http.url('/error')}\n"
+            f"- name: slow\n  url: {http.url('/slow')}\n"
+            f"- name: tls\n  url: {https.url}\n  verify_tls: false\n",
+            encoding="utf-8",
+        )
+        with (
+            exporter_process(config, tmp_path, interval=1) as exporter,
+            prometheus(tmp_path, exporter.port) as base,
+        ):
+            exprs = [(title, substitute(expr)) for title, expr in queries(load_dashboard())]
+
+            def empty() -> list[str]:
+                return [
+                    f"{title}: {expr}"
+                    for title, expr in exprs
+                    if not api(base, "query", query=expr)["result"]
+                ]
+
+            deadline = time.monotonic() + 90
+            while (missing := empty()) and time.monotonic() < deadline:
+                time.sleep(1)
+            assert missing == [], "\n".join(missing)
+
+            rules = [rule for group in api(base, "rules")["groups"] for rule in group["rules"]]
+            assert len(rules) == 34
+            assert [r["name"] for r in rules if r["health"] != "ok"] == []
+
+            # The alert expressions match the exporter's real label sets.
+            def pending() -> set[tuple[str, str]] | None:
+                alerts = {
+                    (alert["labels"]["alertname"], alert["labels"].get("endpoint", ""))
+                    for alert in api(base, "alerts")["alerts"]
+                }
+                wanted = {("EndpointDown", "error"), ("EndpointDegraded", "slow")}
+                return alerts if wanted <= alerts else None
+
+            alerts = wait_for(
+                "EndpointDown and EndpointDegraded to be pending", pending, timeout=30, interval=0.5
+            )
+            assert not {endpoint for _, endpoint in alerts} & {"ok", "tls"}
