@@ -250,6 +250,13 @@ class ExporterProcess:
         self._stdout.close()
         self._stderr.close()
 
+    def stop_cleanly(self) -> None:
+        """Stop, and check DESIGN's promise: exit 0, the final report, no traceback."""
+        self.stop()
+        assert self.process.returncode == 0, self.stderr()
+        assert self.stdout().endswith("---\n")
+        assert "Traceback" not in self.stderr(), self.stderr()
+
 
 @contextlib.contextmanager
 def exporter_process(config: Path, workdir: Path, *, interval: float) -> Iterator[ExporterProcess]:

@@ -8,6 +8,7 @@ nothing prints a traceback.
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import socket
@@ -120,7 +121,7 @@ def test_every_bad_server_classified_every_cycle(server: RemoteServer, tmp_path:
     assert "Traceback" not in "".join(stderr)
 
     # Reports keep the interval: no drift, no stall behind the hanging targets.
-    gaps = [b - a for a, b in zip(report_times, report_times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(report_times)]
     assert all(abs(gap - INTERVAL) <= 0.05 for gap in gaps), gaps
 
     samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
@@ -134,7 +135,7 @@ def test_every_bad_server_classified_every_cycle(server: RemoteServer, tmp_path:
     cycles = value("availability_exporter_cycles_total")
     assert cycles == CYCLES
     problems = []
-    for name, (url, result, reason) in expected.items():
+    for name, (_url, result, reason) in expected.items():
         domain = "unresolvable.invalid" if name == "dns" else "127.0.0.1"
         got = {r: value("availability_probes_total", endpoint=name, domain=domain, result=r)
                for r in ("up", "degraded", "down")}

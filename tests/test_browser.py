@@ -47,6 +47,7 @@ def exporter(tmp_path: Path) -> Iterator[ExporterProcess]:
         with exporter_process(config, tmp_path, interval=INTERVAL) as process:
             process.wait_ready()
             yield process
+            process.stop_cleanly()
 
 
 @pytest.fixture()

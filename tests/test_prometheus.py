@@ -134,6 +134,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ExporterPr
                 yield exporter, prometheus
             finally:
                 prometheus.stop()
+            exporter.stop_cleanly()
 
 
 def report_figure(exporter: ExporterProcess, cycle: int, domain: str) -> int | None:
