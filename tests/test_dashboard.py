@@ -248,3 +248,4 @@ def test_every_panel_query_returns_data(tmp_path: Path) -> None:
                 "EndpointDown and EndpointDegraded to be pending", pending, timeout=30, interval=0.5
             )
             assert not {endpoint for _, endpoint in alerts} & {"ok", "tls"}
+            assert ("EndpointDown", "slow") not in alerts  # slow is degraded, not down

@@ -24,6 +24,7 @@ from availability_exporter.settings import (
     parse_listen_address,
 )
 from availability_exporter.web import App, make_server
+from availability_exporter.webconfig import WebConfig, WebConfigError, load_web_config
 
 log = logging.getLogger("availability_exporter")
 
@@ -93,19 +94,14 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         return fail(str(exc))
     setup_logging(settings)
-    if settings.config_check:
-        return check_config(settings)
-    web_kwargs: dict[str, Any] = {}
-    middleware = None
+    web_config = WebConfig()
     if settings.web_config_file is not None:
-        from availability_exporter.webconfig import WebConfigError, load_web_config
-
         try:
             web_config = load_web_config(settings.web_config_file)
         except WebConfigError as exc:
             return fail(str(exc))
-        web_kwargs = web_config.uvicorn_ssl_kwargs()
-        middleware = web_config
+    if settings.config_check:
+        return check_config(settings)
     sock: socket.socket | None = None
     if not settings.once:
         try:
@@ -114,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             return fail(f"cannot listen on {settings.web_listen_address}: {exc.strerror or exc}")
     raise_fd_limit()
     try:
-        return run(settings, sock, web_kwargs, middleware)
+        return run(settings, sock, web_config)
     except ConfigError as exc:
         return fail(f"invalid config:\n{exc}")
     except KeyboardInterrupt:
@@ -136,17 +132,14 @@ def check_config(settings: Settings) -> int:
     return 0
 
 
-def run(settings: Settings, sock: socket.socket | None, web_kwargs: dict[str, Any],
-        web_config: Any) -> int:
+def run(settings: Settings, sock: socket.socket | None, web_config: WebConfig) -> int:
     async def serve() -> int:
         exporter = Exporter(settings)
 
         def start_web(exp: Exporter) -> asyncio.Task[None]:
             assert sock is not None
-            app: Any = App(exp)
-            if web_config is not None:
-                app = web_config.wrap(app)
-            server = make_server(app, settings.web_listen_address, **web_kwargs)
+            server = make_server(web_config.wrap(App(exp)), settings.web_listen_address,
+                                 **web_config.uvicorn_ssl_kwargs())
 
             async def serve_until_stopped() -> None:
                 task = asyncio.create_task(server.serve(sockets=[sock]))
@@ -157,7 +150,8 @@ def run(settings: Settings, sock: socket.socket | None, web_kwargs: dict[str, An
                     await asyncio.wait([task], timeout=1.5)
 
             host, port = sock.getsockname()[:2]
-            log.info("serving /metrics and the status page on %s:%d", host, port)
+            log.info("serving /metrics and the status page on %s://%s:%d/", web_config.scheme,
+                     host, port)
             return asyncio.get_running_loop().create_task(serve_until_stopped())
 
         return await exporter.run(web=None if settings.once else start_web)
