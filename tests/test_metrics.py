@@ -26,7 +26,7 @@ from prometheus_client.samples import Sample
 from availability_exporter import __version__
 from availability_exporter.config import Defaults, parse_config
 from availability_exporter.daemon import Exporter
-from availability_exporter.metrics import exposition, update_rendered
+from availability_exporter.metrics import accepts_gzip, exposition, update_rendered
 from availability_exporter.probe import REASONS, ProbeResult, State
 from availability_exporter.settings import Settings
 from availability_exporter.stats import Stats
@@ -361,3 +361,11 @@ def test_no_label_value_carries_a_url_header_or_error_text() -> None:
             assert SECRET not in label_value
     assert value(found, "availability_endpoint_up", endpoint=WEIRD_NAME,
                  domain="www.example.com") == 0
+
+
+@pytest.mark.parametrize(("header", "expected"), [
+    ("gzip", True), ("gzip, deflate, br", True), ("deflate, gzip;q=0.5", True),
+    ("gzip;q=0", False), ("identity", False), ("", False), ("*", True), ("gzip;q=bad", False),
+])
+def test_accepts_gzip(header: str, expected: bool) -> None:
+    assert accepts_gzip(header) is expected

@@ -408,7 +408,7 @@ def test_reload_adds_and_removes_endpoints_and_keeps_counts(targets: Targets,
             found = await get_metrics(client)
             assert probes(found, "fast ok", "127.0.0.1")["up"] == 2
             assert probes(found, "second ok", "localhost")["up"] == 1
-            assert exporter.out.getvalue().splitlines()[-3:] == [  # type: ignore[attr-defined]
+            assert cast(io.StringIO, exporter.out).getvalue().splitlines()[-3:] == [
                 "127.0.0.1 has 100% availability percentage",
                 "localhost has 100% availability percentage", "---"]
 

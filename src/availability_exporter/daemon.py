@@ -72,6 +72,7 @@ class Exporter:
         self._seen_digest: str | None = None
         self._state_write: asyncio.Task[None] | None = None
         self._reload_lock = asyncio.Lock()
+        self._background: set[asyncio.Task[None]] = set()
 
     # -- config -------------------------------------------------------------------------
 
@@ -225,7 +226,10 @@ class Exporter:
                 with contextlib.suppress(ConfigError):
                     await self.reload()
 
-            loop.create_task(reload())
+            # The loop keeps only a weak reference to tasks: hold it until it is done.
+            task = loop.create_task(reload())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_stop)

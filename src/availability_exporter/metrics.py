@@ -34,7 +34,8 @@ from availability_exporter.stats import BUCKETS, EndpointStats, Stats
 if TYPE_CHECKING:
     from availability_exporter.daemon import Exporter
 
-TEXT_CONTENT_TYPE = text_exposition.CONTENT_TYPE_LATEST
+# The classic 0.0.4 text format is what the body is; every Prometheus version accepts it.
+TEXT_CONTENT_TYPE = text_exposition.CONTENT_TYPE_PLAIN_0_0_4
 OPENMETRICS_CONTENT_TYPE = om_exposition.CONTENT_TYPE_LATEST
 
 
@@ -67,7 +68,7 @@ FAMILIES: tuple[Family, ...] = (
 )
 RATIO = Family("availability_ratio", "gauge",
                "Cumulative up probes / all probes per domain since start, 0-1; the console "
-               "report shows floor(100 * this).")
+               "report prints 100 * up // total (decimals dropped).")
 
 _LE = (*(repr(float(b)) for b in BUCKETS), "+Inf")
 
@@ -174,6 +175,19 @@ def _registry_text(registry: CollectorRegistry, openmetrics: bool) -> bytes:
         text: bytes = om_exposition.generate_latest(registry)  # type: ignore[no-untyped-call]
         return text  # ends with "# EOF"
     return text_exposition.generate_latest(registry)
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """True when ``gzip`` is listed without ``q=0``."""
+    for part in accept_encoding.split(","):
+        coding, _, params = part.strip().partition(";")
+        if coding.strip().lower() in ("gzip", "*"):
+            q = params.strip().removeprefix("q=") if params.strip().startswith("q=") else "1"
+            try:
+                return float(q) > 0
+            except ValueError:
+                return False
+    return False
 
 
 def wants_openmetrics(accept: str) -> bool:

@@ -24,6 +24,7 @@ from availability_exporter.config import ConfigError
 from availability_exporter.metrics import (
     OPENMETRICS_CONTENT_TYPE,
     TEXT_CONTENT_TYPE,
+    accepts_gzip,
     exposition,
     wants_openmetrics,
 )
@@ -84,7 +85,7 @@ class App:
     async def metrics(self, scope: Scope, send: Send) -> None:
         headers = _headers(scope)
         openmetrics = wants_openmetrics(headers.get("accept", ""))
-        use_gzip = "gzip" in headers.get("accept-encoding", "")
+        use_gzip = accepts_gzip(headers.get("accept-encoding", ""))
         content_type = OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE
         response_headers = [(b"content-type", content_type.encode())]
         if use_gzip:
