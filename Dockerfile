@@ -19,10 +19,12 @@ COPY pyproject.toml README.md constraints.txt ./
 COPY src/ src/
 
 # The wheel is built alone (--no-deps): every runtime dependency comes from the
-# lock file below, never from whatever the resolver finds newest on build day.
+# lock file, never from whatever the resolver finds newest on build day. The
+# `fast` extra adds uvloop (also pinned there): less CPU per probe and tighter
+# latency, which the 10,000-endpoints-per-core budget counts on.
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /src/dist . \
  && python -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-cache-dir -c constraints.txt /src/dist/*.whl
+ && /opt/venv/bin/pip install --no-cache-dir -c constraints.txt "$(echo /src/dist/*.whl)[fast]"
 
 
 FROM python:3.12-slim

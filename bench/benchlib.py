@@ -466,25 +466,31 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> int:
 
 def coverage(
     arrivals: Sequence[tuple[float, str]], cycle_ends: Sequence[float], paths: Sequence[str],
-    *, margin: float,
-) -> list[tuple[int, int, int]]:
-    """Per completed cycle: (endpoints hit exactly once, missing, hit more than once).
+    *, slack: float = 0.25,
+) -> list[tuple[int, int]]:
+    """Per completed cycle k: (endpoints probed exactly once in it, endpoints that were not).
 
-    A request belongs to cycle k when it arrived after cycle k-1 ended (+ ``margin``, since the
-    target logs a hair after it answered) and by the end of cycle k (+ ``margin``).  Requests
-    after the last completed cycle are a cycle in flight and are ignored.
+    Each endpoint's j-th request must fall in cycle j: after cycle j-1 ended and by the end of
+    cycle j, give or take ``slack`` seconds (the target logs a hair after answering, and this
+    process reads the report line a hair after it was printed; when a cycle overran, the next
+    one starts right away).  Ranking per endpoint keeps those races at the boundaries from
+    counting one endpoint twice in one cycle and never in the next.
     """
     expected = set(paths)
-    bounds = [-math.inf, *(end + margin for end in cycle_ends)]
-    result: list[tuple[int, int, int]] = []
+    times: dict[str, list[float]] = {p: [] for p in expected}
+    for stamp, path in arrivals:
+        if path in expected:
+            times[path].append(stamp)
+    bounds = [-math.inf, *cycle_ends]
+    result: list[tuple[int, int]] = []
     for k in range(len(cycle_ends)):
-        counts: dict[str, int] = {}
-        for stamp, path in arrivals:
-            if bounds[k] < stamp <= bounds[k + 1] and path in expected:
-                counts[path] = counts.get(path, 0) + 1
-        once = sum(1 for c in counts.values() if c == 1)
-        extra = sum(1 for c in counts.values() if c > 1)
-        result.append((once, len(expected) - len(counts), extra))
+        once = 0
+        for stamps in times.values():
+            stamps.sort()
+            hit = (len(stamps) > k and bounds[k] - slack < stamps[k] <= bounds[k + 1] + slack
+                   and (len(stamps) == k + 1 or stamps[k + 1] > bounds[k + 1] - slack))
+            once += hit
+        result.append((once, len(expected) - once))
     return result
 
 
@@ -663,6 +669,11 @@ class CycleWatcher:
         self.prev_states: dict[str, dict[str, float]] = {}
         self.prev_cycle_sum = 0.0
         self.samples: list[CycleSample] = []
+
+    @property
+    def endpoints(self) -> int:
+        """How many endpoints the last scrape showed (this process's shard)."""
+        return len(self.prev_count)
 
     def observe(self, cycle: int) -> CycleSample:
         wall = time.time()

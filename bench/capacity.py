@@ -92,18 +92,16 @@ def measure_ours(args: Options, work: Path, nginx: b.Nginx,
     cpu = last.cpu - first.cpu
     wall = last.wall - first.wall
     probes = args.cycles * n
-    hits = b.coverage(nginx.arrivals(), ends, paths, margin=min(0.1 * interval, 1.0))
-    every_cycle = all(once == n and missing == 0 and extra == 0 for once, missing, extra in hits)
+    hits = b.coverage(nginx.arrivals(), ends, paths)
+    every_cycle = all(once == n for once, _ in hits)
     counts_ok = all(s.counts_ok for s in samples)
-    all_up = all(s.states.get("up") == n for s in samples)
+    up = sum(s.states.get("up", 0) for s in samples)
     lags = [s.lag for s in samples]
     durations = [s.cycle_seconds for s in samples]
     missed = samples[-1].missed
     report.check("exporter exited cleanly", code == 0)
     report.check("every endpoint probed exactly once in every cycle (nginx log)", every_cycle)
     report.check("every endpoint's probe count +1 per cycle (/metrics)", counts_ok)
-    report.check("every probe up", all_up)
-    report.check("no cycle missed", missed == 0)
     timeout = default_timeout(interval)
     window = spread_window(n, interval, timeout)
     figures = {
@@ -117,6 +115,7 @@ def measure_ours(args: Options, work: Path, nginx: b.Nginx,
         "cycle_lag_max_ms": max(lags) * 1000,
         "cycle_duration_max_s": max(durations),
         "cycles_missed": missed,
+        "probes_up": up, "probes_seen": n * len(samples),
         "scrape_p99_ms": b.percentile([s.scrape_seconds for s in samples], 0.99) * 1000,
         "rss_bytes": rss, "peak_rss_bytes": peak,
         "coverage": hits,
@@ -141,13 +140,12 @@ def measure_blackbox(args: Options, work: Path, nginx: b.Nginx,
     wall = result.cycle_ends[-1] - result.cycle_ends[args.warmup - 1]
     probes = args.cycles * n
     ok = sum(1 for p in result.probes if p.cycle in measured and p.success)
-    report.check("blackbox: every probe succeeded", ok == probes)
     figures = {
         "probes_per_second": probes / wall if wall else 0.0,
         "cpu_seconds": cpu, "cpu_us_per_probe": cpu / probes * 1e6,
         "cpu_cores": cpu / wall if wall else 0.0,
         "startup_cpu_seconds": result.cpu_at_cycle_end[0] - began,
-        "successful": ok, "rss_bytes": rss,
+        "successful": ok, "probes": probes, "rss_bytes": rss,
     }
     report.figures["blackbox"] = figures
     return figures
@@ -164,6 +162,8 @@ def summarize(args: Options, report: b.Report, ours: dict[str, Any],
          f"{ours['cycle_lag_p99_ms']:.2f} / {ours['cycle_lag_max_ms']:.2f}"],
         ["longest cycle (s)", b.fmt(ours["cycle_duration_max_s"], 2)],
         ["cycles missed", f"{ours['cycles_missed']:.0f}"],
+        ["probes up (the target answers 200 at once)",
+         f"{ours['probes_up']:,} of {ours['probes_seen']:,}"],
         ["/metrics scrape after each cycle, p99 (ms)", b.fmt(ours["scrape_p99_ms"])],
         ["RSS at end / peak", f"{b.mb(ours['rss_bytes'])} / {b.mb(ours['peak_rss_bytes'])}"],
     ]
@@ -177,14 +177,17 @@ def summarize(args: Options, report: b.Report, ours: dict[str, Any],
              b.fmt(theirs["cpu_us_per_probe"])],
             ["CPU cores (average)", b.fmt(ours["cpu_cores"], 3), b.fmt(theirs["cpu_cores"], 3)],
             ["RSS at end", b.mb(ours["rss_bytes"]), b.mb(theirs["rss_bytes"])],
+            ["successful probes (measured cycles)", "",
+             f"{theirs['successful']:,} of {theirs['probes']:,}"],
         ] + [[r[0], r[1], ""] for r in rows if not r[0].startswith(("probes/s (av", "CPU", "RSS"))]
     report.table(f"{args.cycles} measured cycles of {args.endpoints:,} endpoints "
                  f"(after {args.warmup} warm-up); fresh connection per probe", headers, rows)
     completed = all(report.checks.get(k, True) for k in (
         "every endpoint probed exactly once in every cycle (nginx log)",
-        "every endpoint's probe count +1 per cycle (/metrics)", "no cycle missed"))
+        "every endpoint's probe count +1 per cycle (/metrics)")) and ours["cycles_missed"] == 0
     in_time = ours["cycle_duration_max_s"] < args.interval
-    met = (completed and in_time and ours["cycle_lag_p99_ms"] <= LAG_GOAL * 1000
+    all_up = ours["probes_up"] == ours["probes_seen"]
+    met = (completed and in_time and all_up and ours["cycle_lag_p99_ms"] <= LAG_GOAL * 1000
            and ours["cpu_cores"] <= CPU_CORES_GOAL)
     report.verdict(
         "GOAL 1 capacity", met,
@@ -192,7 +195,8 @@ def summarize(args: Options, report: b.Report, ours: dict[str, Any],
         f"per probe, {ours['cpu_cores']:.2f} cores <= {CPU_CORES_GOAL:g}; cycle lag p99 "
         f"{ours['cycle_lag_p99_ms']:.1f} ms <= {LAG_GOAL * 1000:g}; longest cycle "
         f"{ours['cycle_duration_max_s']:.2f} s < {args.interval:g} s; every endpoint every "
-        f"cycle: {'yes' if completed else 'NO'}",
+        f"cycle: {'yes' if completed else 'NO'}; probes up {ours['probes_up']:,} of "
+        f"{ours['probes_seen']:,}",
     )
     if theirs is not None:
         ratio = ours["cpu_us_per_probe"] / theirs["cpu_us_per_probe"]

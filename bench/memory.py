@@ -60,7 +60,6 @@ def main(argv: list[str] | None = None) -> int:
         extra = ["--probe.timeout", f"{args.timeout:g}"]
         with b.Daemon(config, interval=args.interval, directory=work, extra=extra) as daemon:
             watcher = b.CycleWatcher(daemon)
-            started = b.rss_bytes(daemon.pid)
             for k in range(args.cycles):
                 if not daemon.wait_cycles(k + 1, 4 * args.interval + 120):
                     raise SystemExit(f"the exporter did not finish cycle {k + 1}:\n"
@@ -81,10 +80,10 @@ def main(argv: list[str] | None = None) -> int:
                      all(s.counts_ok for s in watcher.samples))
     marks = sorted({1, 2, 5, args.checkpoint, *range(args.checkpoint, args.cycles + 1, 10),
                     args.cycles} & set(range(1, args.cycles + 1)))
-    report.table(f"RSS after cycle k ({'one gzip scrape per cycle' if not args.no_scrape else 'no scrapes'})",
+    scrapes = "no scrapes" if args.no_scrape else "one gzip scrape per cycle"
+    report.table(f"RSS after cycle k ({scrapes})",
                  ["cycle", "RSS"], [[str(k), b.mb(rss[k - 1])] for k in marks])
     report.table("", ["figure", "value"], [
-        ["RSS right after start-up (before the first cycle)", b.mb(started)],
         [f"RSS after cycle {args.checkpoint}", b.mb(base)],
         [f"RSS after cycle {args.cycles}", b.mb(end)],
         [f"growth cycle {args.checkpoint} -> {args.cycles}", f"{growth * 100:+.2f} %"],

@@ -11,11 +11,16 @@ connection per probe anyway:
 | ``/slow?ms=N``  | 200 after N ms                                                   |
 | ``/hang``       | never answers; ends when the client leaves or the server stops   |
 | ``/switch``     | ``Targets.switch_status`` (200 unless a test changes it)         |
+| ``/bounce``     | 302 to itself, query string included: a redirect loop            |
+| ``/bounce-ftp`` | 302 to an ftp:// URL carrying the query string                   |
 | anything else   | 404                                                              |
 
 The query string is ignored except for ``ms``, so ``/ok?id=7`` gives distinct URLs that behave
-alike.  ``ExporterProcess`` runs ``python -m availability_exporter`` with its stdout and stderr
-read by threads, so a test can wait for reports, scrape /metrics and send signals.
+alike.  The last request head per request target is kept (``heads()``), so a test can check
+what reached the wire.
+
+``ExporterProcess`` runs ``python -m availability_exporter`` with its stdout and stderr read by
+threads, so a test can wait for reports, scrape /metrics and send signals.
 """
 
 from __future__ import annotations
@@ -84,6 +89,7 @@ class Targets:
         self._lock = threading.Lock()
         self._requests: Counter[str] = Counter()
         self._in_flight = 0
+        self._heads: dict[str, bytes] = {}
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="targets",
                                         daemon=True)
@@ -115,6 +121,11 @@ class Targets:
         """Requests read so far, for one path or all."""
         with self._lock:
             return self._requests[path] if path is not None else sum(self._requests.values())
+
+    def heads(self) -> list[bytes]:
+        """The last request head (request line and headers) received per request target."""
+        with self._lock:
+            return list(self._heads.values())
 
     @property
     def in_flight(self) -> int:
@@ -168,6 +179,7 @@ class Targets:
         parts = urlsplit(target)
         with self._lock:
             self._requests[parts.path] += 1
+            self._heads[target] = head
             self._in_flight += 1
         try:
             status = await self._answer(parts.path, parse_qs(parts.query), reader)
@@ -176,10 +188,15 @@ class Targets:
                 self._in_flight -= 1
         if status is None:
             return
+        location = ""
+        if parts.path == "/bounce":
+            location = f"Location: {target}\r\n"
+        elif parts.path == "/bounce-ftp":
+            location = f"Location: ftp://{HOST}/?{parts.query}\r\n"
         body = b"" if method == "HEAD" else f"status {status}\n".encode()
         writer.write(
             f"HTTP/1.1 {status} X\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
-            "Connection: close\r\n\r\n".encode() + body
+            f"{location}Connection: close\r\n\r\n".encode() + body
         )
         await writer.drain()
 
@@ -191,6 +208,8 @@ class Targets:
             return 500
         if path == "/switch":
             return self.switch_status
+        if path in ("/bounce", "/bounce-ftp"):
+            return 302
         if path == "/slow":
             ms = min(max(int((query.get("ms") or ["1000"])[0]), 0), _MAX_SLOW_MS)
             return 200 if await self._hold(reader, ms / 1000) else None

@@ -136,6 +136,12 @@ def test_shards_cover_every_index_once(services: dict[str, Service]) -> None:
         assert sorted(indexes) == list(range(count)), f"shards of {count}: {indexes}"
 
 
+def test_dependencies_are_services(services: dict[str, Service]) -> None:
+    for name, service in services.items():
+        for dependency in service.get("depends_on", []):
+            assert dependency in services, f"{name} depends on unknown service {dependency}"
+
+
 def test_every_bind_mounted_host_path_exists(services: dict[str, Service]) -> None:
     for name, service in services.items():
         for host, target in bind_mounts(service):

@@ -108,7 +108,7 @@ VALUES = st.recursive(
         st.dictionaries(st.one_of(ODD_TEXT, st.integers(), st.booleans()), children,
                         max_size=5),
     ),
-    max_leaves=30,
+    max_leaves=12,
 )
 
 URLS = st.one_of(

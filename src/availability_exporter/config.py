@@ -186,8 +186,9 @@ def parse_config(data: bytes, source: str, defaults: Defaults) -> Config:
         mark = exc.context_mark or exc.problem_mark
         where = f"{source}:{mark.line + 1}" if mark is not None else source
         raise ConfigError([f"{where}: invalid YAML: {exc.problem or exc}"]) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"{source}: invalid YAML: {exc}"]) from None
+    except yaml.YAMLError as exc:  # e.g. a control character: one line, no parser context
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError([f"{source}: invalid YAML: {first}"]) from None
     except RecursionError:
         raise ConfigError([f"{source}: invalid YAML: nested too deeply"]) from None
     if root is None or (isinstance(root, yaml.ScalarNode) and root.tag == _NULL_TAG):
@@ -379,7 +380,11 @@ class _EndpointBuilder:
         expanded = self._expand(node, text.strip(), "url")
         if expanded is None:
             return None
-        scheme = urlsplit(expanded).scheme.lower()
+        try:
+            scheme = urlsplit(expanded).scheme.lower()
+        except ValueError as exc:  # urlsplit rejects e.g. an unclosed "[" IPv6 host
+            self.problem(node, f"url {_short(_safe_url(text))!r} is invalid: {exc}")
+            return None
         if scheme not in ("http", "https"):
             self.problem(
                 node,
@@ -457,9 +462,13 @@ class _EndpointBuilder:
         if not isinstance(value, int | float) or isinstance(value, bool):
             self.problem(node, f"{what} must be a number of seconds, not {_kind(node)}")
             return None
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            seconds = float("inf")
         if not 0 < seconds < float("inf"):
-            self.problem(node, f"{what} must be greater than 0 seconds, not {value}")
+            shown = _short(str(node.value))
+            self.problem(node, f"{what} must be greater than 0 seconds, not {shown}")
             return None
         return seconds
 
@@ -476,12 +485,19 @@ class _EndpointBuilder:
 def _typed_scalar(node: yaml.Node, tags: tuple[str, ...]) -> Any:
     if not isinstance(node, yaml.ScalarNode) or node.tag not in tags:
         return None
-    return yaml.constructor.SafeConstructor().construct_object(node)
+    try:
+        return yaml.constructor.SafeConstructor().construct_object(node)
+    except (ValueError, KeyError, IndexError, OverflowError, yaml.YAMLError):
+        # "!!int abc", "!!bool maybe", a 10,000-digit number: not a usable value.
+        return None
 
 
 def _safe_url(url: str) -> str:
     """The URL as written, with any password hidden (``${VAR}`` stays unexpanded)."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
     if parts.password:
         netloc = parts.netloc.replace(f":{parts.password}@", ":xxxxx@", 1)
         return parts._replace(netloc=netloc).geturl()
