@@ -231,7 +231,10 @@ class Report:
         self.notes.append(text)
 
     def render(self) -> str:
-        out = [f"== {self.title} =="]
+        load = os.getloadavg()
+        out = [f"== {self.title} ==",
+               f"({os.cpu_count()} CPUs; load average now {load[0]:.2f}, 5 min {load[1]:.2f}: "
+               "other work on the machine shares the cores with the measurement)"]
         for caption, headers, rows in self.tables:
             out.append("")
             if caption:

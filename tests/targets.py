@@ -436,15 +436,10 @@ class ExporterProcess:
         raise RuntimeError("no VmRSS in /proc/PID/status")
 
 
-def write_config(path: Path, endpoints: Sequence[tuple[str, str]],
-                 extra: dict[str, str] | None = None) -> Path:
-    """Write an endpoints file of (name, url) pairs; ``extra`` lines go into every item."""
-    lines: list[str] = []
-    for name, url in endpoints:
-        # JSON strings are valid YAML double-quoted scalars, whatever they contain.
-        lines.append(f"- name: {json.dumps(name)}\n  url: {json.dumps(url)}")
-        for key, value in (extra or {}).items():
-            lines.append(f"  {key}: {value}")
+def write_config(path: Path, endpoints: Sequence[tuple[str, str]]) -> Path:
+    """Write an endpoints file of (name, url) pairs."""
+    # JSON strings are valid YAML double-quoted scalars, whatever they contain.
+    lines = [f"- name: {json.dumps(name)}\n  url: {json.dumps(url)}" for name, url in endpoints]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 

@@ -120,13 +120,22 @@ URLS = st.one_of(
               ODD_TEXT),
 )
 
+# Long runs of one character, up to a few hundred kilobytes (the 10 MB ones are explicit cases).
+HUGE = st.builds(lambda char, size: char * size,
+                 st.sampled_from(["a", "é", "\U0001f600", " ", "%", "9", "\\", "${"]),
+                 st.integers(1_000, 300_000))
+HUGE_URLS = st.builds(lambda prefix, huge: prefix + huge,
+                      st.sampled_from(["http://", "http://h/", "https://h:1/?q=", "http://u:"]),
+                      HUGE)
+
 ENDPOINT_VALUES: dict[str, st.SearchStrategy[Any]] = {
-    "name": st.one_of(ODD_TEXT, VALUES),
-    "url": st.one_of(URLS, VALUES),
+    "name": st.one_of(ODD_TEXT, VALUES, HUGE),
+    "url": st.one_of(URLS, VALUES, HUGE_URLS),
     "method": st.one_of(st.sampled_from(["GET", "post", "PATCH", "G ET", ""]), VALUES),
-    "headers": st.one_of(st.dictionaries(ODD_TEXT, st.one_of(ODD_TEXT, VALUES), max_size=4),
+    "headers": st.one_of(st.dictionaries(st.one_of(ODD_TEXT, HUGE),
+                                         st.one_of(ODD_TEXT, VALUES, HUGE), max_size=4),
                          VALUES),
-    "body": st.one_of(st.just('{"foo":"bar"}'), VALUES),
+    "body": st.one_of(st.just('{"foo":"bar"}'), VALUES, HUGE),
     "timeout": st.one_of(st.floats(), st.integers(), VALUES),
     "latency_threshold": st.one_of(st.floats(), st.integers(), VALUES),
     "follow_redirects": st.one_of(st.booleans(), VALUES),
@@ -213,6 +222,23 @@ TAGGED_FILES = st.builds(
 @given(TAGGED_FILES)
 def test_explicit_tags(text: str) -> None:
     """An explicit tag makes the constructor convert text it would never have resolved."""
+    check(text.encode("utf-8"))
+
+
+NESTING = st.builds(
+    lambda opener, closer, depth, closed, inner: opener * depth + inner
+    + (closer * depth if closed else ""),
+    st.sampled_from(["[", "{a: ", "- ", "[{a: ", "{? "]),
+    st.sampled_from(["]", "}", "", "}]", "}"]),
+    st.integers(0, 5_000),
+    st.booleans(),
+    st.sampled_from(["", "x", "{name: n, url: 'http://h/'}", "*a", "&a x"]),
+)
+
+
+@fuzz(150)
+@given(NESTING)
+def test_deep_nesting(text: str) -> None:
     check(text.encode("utf-8"))
 
 
