@@ -67,6 +67,7 @@ class Sample:
     elapsed: float  # seconds since the first report
     cycles: int
     lag: float
+    cycle_seconds_total: float  # all cycles' durations summed (the histogram's _sum)
     missed: int
     rss: int
     fds: int
@@ -129,6 +130,7 @@ def take_sample(process: ExporterProcess, started: float) -> Sample:
         elapsed=time.monotonic() - started,
         cycles=int(_value(metrics, "availability_exporter_cycles_total")),
         lag=_value(metrics, "availability_exporter_cycle_lag_seconds"),
+        cycle_seconds_total=_value(metrics, "availability_exporter_cycle_duration_seconds_sum"),
         missed=int(_value(metrics, "availability_exporter_cycles_missed_total")),
         rss=rss,
         fds=fds,
@@ -215,7 +217,8 @@ def run(args: argparse.Namespace) -> int:
                          ("end", len(samples) - 1)):
         s = samples[index]
         print(f"{label:>14}: cycle {s.cycles:5d}  RSS {s.rss / 2**20:7.1f} MiB  "
-              f"fds {s.fds:4d}  lag {s.lag * 1000:6.1f} ms")
+              f"fds {s.fds:4d}  lag {s.lag * 1000:6.1f} ms  "
+              f"mean cycle {s.cycle_seconds_total / max(s.cycles, 1):6.3f} s")
     for verdict in verdicts:
         print(f"{'PASS' if verdict.passed else 'FAIL'} {verdict.name}: {verdict.detail}")
     traceback_at = stderr.find("Traceback")

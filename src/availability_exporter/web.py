@@ -101,6 +101,9 @@ class App:
             body = await asyncio.to_thread(compressor.compress, chunk) if compressor else chunk
             if body:
                 await send({"type": "http.response.body", "body": body, "more_body": True})
+            # uvicorn's send() returns without yielding until the socket buffer fills: give
+            # the probes their turn between chunks so a big scrape never stalls them.
+            await asyncio.sleep(0)
         tail = compressor.flush() if compressor else b""
         await send({"type": "http.response.body", "body": tail})
 
