@@ -17,11 +17,11 @@ from tests.factories import endpoints, result
 
 
 def test_spread_window() -> None:
-    assert spread_window(1, 15, 10) == 0.0
-    assert spread_window(4, 15, 10) == 0.004  # small configs start at once
-    assert spread_window(10_000, 15, 10) == 4.5  # capped so the last probe ends before the tick
-    assert spread_window(10_000, 15, 2) == 10.0  # one start per millisecond
-    assert spread_window(200, 1, 0.8) == pytest.approx(0.18)
+    assert spread_window(1, 15) == 0.0
+    assert spread_window(4, 15) == 0.004  # small configs start at once
+    assert spread_window(10_000, 15) == 10.0  # one start per millisecond
+    assert spread_window(30_000, 15) == 13.5  # within 90 % of the interval
+    assert spread_window(200, 1) == pytest.approx(0.2)
 
 
 def test_every_endpoint_once_per_cycle_reports_on_time() -> None:

@@ -43,7 +43,8 @@ OPTIONAL_KEYS = (
 ALLOWED_KEYS = REQUIRED_KEYS + OPTIONAL_KEYS
 
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_ENV_REF = re.compile(r"\$\{([^}]*)\}")
+# "$" and "{" are excluded inside the braces so an unclosed "${" fails in linear time.
+_ENV_REF = re.compile(r"\$\{([^${}]*)\}")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _NULL_TAG = "tag:yaml.org,2002:null"
 _STR_TAG = "tag:yaml.org,2002:str"

@@ -14,11 +14,12 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO, TypeVar
 
 from availability_exporter import shard, statefile
 from availability_exporter.config import Config, ConfigError, Defaults, load_config, parse_config
@@ -33,6 +34,38 @@ log = logging.getLogger(__name__)
 
 # How often the config file's content is checked for a change (a ConfigMap swap, an edit).
 CONFIG_POLL_SECONDS = 5.0
+
+
+T = TypeVar("T")
+
+
+async def off_loop(func: Callable[..., T], *args: Any) -> T:
+    """Run blocking file I/O in a daemon thread.
+
+    Unlike asyncio.to_thread, a read stuck on a hung mount (or a FIFO) cannot keep the
+    process from exiting: the default executor's threads are joined at shutdown.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def succeed(value: T) -> None:
+        if not future.done():
+            future.set_result(value)
+
+    def fail(error: BaseException) -> None:
+        if not future.done():
+            future.set_exception(error)
+
+    def work() -> None:
+        try:
+            value = func(*args)
+        except BaseException as exc:  # handed to the awaiting coroutine, which re-raises it
+            loop.call_soon_threadsafe(fail, exc)
+        else:
+            loop.call_soon_threadsafe(succeed, value)
+
+    threading.Thread(target=work, name="availability-exporter-io", daemon=True).start()
+    return await future
 
 
 @dataclass(slots=True)
@@ -97,7 +130,7 @@ class Exporter:
         """Re-read the config off the event loop; a bad file keeps the old one probing."""
         async with self._reload_lock:
             try:
-                config = await asyncio.to_thread(self.load)
+                config = await off_loop(self.load)
             except ConfigError as exc:
                 self.reload_status.successful = False
                 self.reload_status.last_error = str(exc)
@@ -115,7 +148,7 @@ class Exporter:
                 await asyncio.wait_for(self.stop.wait(), CONFIG_POLL_SECONDS)
                 return
             try:
-                data = await asyncio.to_thread(path.read_bytes)
+                data = await off_loop(path.read_bytes)
             except OSError:
                 continue  # a reload reports it; a ConfigMap swap may be in progress
             digest = hashlib.sha256(data).hexdigest()
@@ -140,7 +173,7 @@ class Exporter:
     async def _write_state(self, snap: statefile.Snapshot) -> None:
         assert self.settings.state_file is not None
         try:
-            await asyncio.to_thread(statefile.write, self.settings.state_file, snap)
+            await off_loop(statefile.write, self.settings.state_file, snap)
         except OSError as exc:
             log.error("cannot write state file %s: %s", self.settings.state_file, exc)
 
@@ -173,9 +206,9 @@ class Exporter:
         if settings.demo:
             self.demo = DemoServer()
             await self.demo.start()
-        self.apply(await asyncio.to_thread(self.load))
+        self.apply(await off_loop(self.load))
         if settings.state_file is not None:
-            saved = await asyncio.to_thread(statefile.read, settings.state_file)
+            saved = await off_loop(statefile.read, settings.state_file)
             restored = self.stats.restore(saved, statefile.url_key)
             if saved:
                 log.info("restored counts of %d endpoints from %s", restored, settings.state_file)

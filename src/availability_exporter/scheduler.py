@@ -1,10 +1,11 @@
 """Fixed-rate check cycles: cycle k starts at t0 + k * interval on the loop's monotonic clock.
 
-Within a cycle every endpoint is probed exactly once.  Starts are spread evenly over a window
-(at most ``interval - longest timeout``, so the whole cycle still ends before the next tick)
-because thousands of probes fired at one instant queue behind each other and every one of them
-then measures the queue, not the endpoint.  A tick that arrives while the process could not
-start it (suspended, or the previous cycle overran) is counted as missed, never merged.
+Within a cycle every endpoint is probed exactly once, at a fixed offset from the tick: starts
+are spread 1 ms apart over at most 90 % of the interval, because thousands of probes fired at
+one instant queue behind each other and every one of them then measures the queue, not the
+endpoint.  Offsets are anchored to the tick, so a late start never pushes later probes or
+cycles back (no drift).  A tick that passes while the process cannot start it (suspended) is
+counted as missed, never merged.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import asyncio
 import bisect
 import logging
 import math
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from availability_exporter.config import Endpoint
 from availability_exporter.probe import ProbeResult
@@ -24,7 +27,8 @@ log = logging.getLogger(__name__)
 
 # Aim for at most one probe start per millisecond when the interval leaves room.
 START_SPACING = 0.001
-# Keep a margin so a probe started last and running to its timeout ends before the next tick.
+# Leave the end of the interval free of starts, so the last probes' answers usually arrive
+# before the next tick and reports keep their rhythm.
 WINDOW_SHARE = 0.9
 
 ProbeFunc = Callable[[Endpoint], Awaitable[ProbeResult]]
@@ -49,12 +53,18 @@ class CycleStats:
         self.duration_sum += duration
 
 
-def spread_window(count: int, interval: float, longest_timeout: float) -> float:
-    """How long a cycle spends starting its probes (0 for a single endpoint)."""
+def spread_window(count: int, interval: float) -> float:
+    """How long a cycle spends starting its probes: 1 ms apart, within 90 % of the interval."""
     if count <= 1:
         return 0.0
-    room = max(interval - longest_timeout, 0.0) * WINDOW_SHARE
-    return min(room, count * START_SPACING)
+    return min(count * START_SPACING, WINDOW_SHARE * interval)
+
+
+@dataclass(slots=True)
+class _Cycle:
+    number: int
+    started: float  # loop time
+    task: asyncio.Task[float | None]
 
 
 class Scheduler:
@@ -77,53 +87,76 @@ class Scheduler:
         self.cycle_stats = CycleStats()
         self._slots = asyncio.Semaphore(concurrency)
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._cycles: deque[_Cycle] = deque()
 
     async def run(self, stop: asyncio.Event, *, max_cycles: int | None = None) -> None:
-        """Cycle until ``stop`` is set (or ``max_cycles`` completed); cancel what is in flight."""
+        """Cycle until ``stop`` is set (or ``max_cycles`` completed); cancel what is in flight.
+
+        Cycle k is launched at its tick whether or not cycle k-1 has finished: a cycle whose
+        last probes run into their timeouts may overlap the next one's first probes (each
+        endpoint's own probes never overlap: its offset is fixed and timeout < interval).
+        Cycles complete, count and report in order.
+        """
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         k = 0
+        launched = 0
         try:
-            while not stop.is_set() and (
-                max_cycles is None or self.cycle_stats.cycles < max_cycles
-            ):
+            while not stop.is_set() and (max_cycles is None or launched < max_cycles):
                 tick = t0 + k * self.interval
-                now = loop.time()
-                if now - tick >= self.interval:
-                    skipped = math.floor((now - tick) / self.interval)
+                if tick > loop.time() and await _wait_until(stop, tick):
+                    break
+                start = loop.time()
+                if start - tick >= self.interval:
+                    # Whole slots passed while the process could not run (suspended, or a
+                    # blocked loop): count them, then start the slot we are in, late.
+                    skipped = math.floor((start - tick) / self.interval)
                     self.cycle_stats.missed += skipped
                     log.warning(
                         "skipped %d check cycle(s): the process could not start them on time "
-                        "(late by %.3fs)", skipped, now - tick,
+                        "(late by %.3fs)", skipped, start - tick,
                     )
                     k += skipped
                     tick = t0 + k * self.interval
-                if tick > now and await _wait_until(stop, tick):
-                    break
-                start = loop.time()
                 self.cycle_stats.last_lag = max(start - tick, 0.0)
-                single = max_cycles == 1
-                if not await self._cycle(start, stop, spread=not single):
-                    break  # stopped mid-cycle: that cycle is not counted
-                duration = loop.time() - start
-                self.cycle_stats.add(duration)
-                self.cycle_stats.last_completed = loop.time()
-                log.debug("cycle %d done in %.3fs, lag %.4fs", k, duration,
-                          self.cycle_stats.last_lag)
-                if self.on_cycle is not None:
-                    self.on_cycle(k)
+                task = loop.create_task(self._cycle(tick, stop, spread=max_cycles != 1))
+                self._cycles.append(_Cycle(k, start, task))
+                task.add_done_callback(self._reap)
+                launched += 1
                 k += 1
+            await _wait_all(stop, [c.task for c in self._cycles])
         finally:
+            for cycle in self._cycles:
+                cycle.task.cancel()
             await self._cancel_in_flight()
 
-    async def _cycle(self, start: float, stop: asyncio.Event, *, spread: bool) -> bool:
-        """Probe every current endpoint once; False if stopped before the cycle completed."""
+    def _reap(self, _task: asyncio.Task[float | None]) -> None:
+        """Count and report finished cycles, oldest first (a later one waits for its elders)."""
+        while self._cycles and self._cycles[0].task.done():
+            cycle = self._cycles.popleft()
+            if cycle.task.cancelled() or cycle.task.exception() is not None:
+                continue  # stopped mid-cycle: not counted
+            ended = cycle.task.result()
+            if ended is None:
+                continue
+            duration = ended - cycle.started
+            self.cycle_stats.add(duration)
+            self.cycle_stats.last_completed = ended
+            log.debug("cycle %d done in %.3fs", cycle.number, duration)
+            if self.on_cycle is not None:
+                self.on_cycle(cycle.number)
+
+    async def _cycle(self, tick: float, stop: asyncio.Event, *, spread: bool) -> float | None:
+        """Probe every current endpoint once; the loop time it ended, None if stopped.
+
+        Starts are anchored to the tick, not to when this task ran: a late start catches up
+        at once instead of pushing every later probe (and the next cycles) back.
+        """
         loop = asyncio.get_running_loop()
         endpoints = list(self.stats)
         if not endpoints:
-            return True
-        longest = max(s.endpoint.timeout for s in endpoints)
-        window = spread_window(len(endpoints), self.interval, longest) if spread else 0.0
+            return loop.time()
+        window = spread_window(len(endpoints), self.interval) if spread else 0.0
         step = window / len(endpoints)
         done = asyncio.Event()
         remaining = len(endpoints)
@@ -136,19 +169,19 @@ class Scheduler:
                 done.set()
 
         for index, stats in enumerate(endpoints):
-            at = start + index * step
+            at = tick + index * step
             # Sleep only when the next start is a timer tick away; otherwise start a batch.
             if at - loop.time() > 0.0005 and await _wait_until(stop, at):
-                return False
+                return None
             task = loop.create_task(self._probe_one(stats))
             self._in_flight.add(task)
             task.add_done_callback(finished)
-        stopper = loop.create_task(stop.wait())
         waiter = loop.create_task(done.wait())
-        await asyncio.wait((stopper, waiter), return_when=asyncio.FIRST_COMPLETED)
-        stopper.cancel()
-        waiter.cancel()
-        return done.is_set()
+        try:
+            await _wait_all(stop, [waiter])
+        finally:
+            waiter.cancel()
+        return loop.time() if done.is_set() else None
 
     async def _probe_one(self, stats: EndpointStats) -> None:
         # The latency clock starts inside probe(), after the slot is ours.
@@ -162,6 +195,21 @@ class Scheduler:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=2.0)
+
+
+async def _wait_all(stop: asyncio.Event, tasks: list[asyncio.Task[Any]]) -> None:
+    """Wait until every task is done or ``stop`` is set."""
+    pending = {t for t in tasks if not t.done()}
+    if not pending or stop.is_set():
+        return
+    stopper = asyncio.get_running_loop().create_task(stop.wait())
+    try:
+        while pending and not stop.is_set():
+            _, pending = await asyncio.wait(pending | {stopper},
+                                            return_when=asyncio.FIRST_COMPLETED)
+            pending.discard(stopper)
+    finally:
+        stopper.cancel()
 
 
 async def _wait_until(stop: asyncio.Event, deadline: float) -> bool:

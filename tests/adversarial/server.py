@@ -427,7 +427,9 @@ class AdversarialServer:
             except _CLIENT_GONE:
                 pass
             finally:
-                conn.writer.transport.abort()
+                # Python 3.11's SSL transport raises AttributeError when aborted after close.
+                with contextlib.suppress(AttributeError):
+                    conn.writer.transport.abort()
                 self._writers.discard(conn.writer)
                 self._tasks.discard(task)
 
