@@ -8,8 +8,6 @@ a failure.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import socket
 import subprocess
 import time
@@ -20,23 +18,15 @@ from typing import Any
 
 import pytest
 
+from tests.needs import binary
+
 CONFIG = Path(__file__).resolve().parents[1] / "deploy" / "alertmanager" / "alertmanager.yml"
 EXPORTER = {"job": "availability-exporter", "location": "eu-west-1"}
 
 
-def require_binary(name: str) -> str:
-    """Return the binary's path; skip (or fail under REQUIRE_PROMETHEUS=1) when absent."""
-    path = shutil.which(name)
-    if path is None:
-        if os.environ.get("REQUIRE_PROMETHEUS") == "1":
-            pytest.fail(f"{name} not found on PATH and REQUIRE_PROMETHEUS=1")
-        pytest.skip(f"{name} not found on PATH (Debian packages prometheus-alertmanager)")
-    return path
-
-
 def amtool(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [require_binary("amtool"), *args],
+        [binary("amtool"), *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -96,11 +86,11 @@ def api(base: str, path: str, body: Any = None) -> Any:
 @pytest.fixture
 def alertmanager(tmp_path: Path) -> Iterator[str]:
     """Start Alertmanager with the deploy config on 127.0.0.1; yield its base URL."""
-    binary = require_binary("prometheus-alertmanager")
+    alertmanager_binary = binary("prometheus-alertmanager")
     base = f"http://127.0.0.1:{free_port()}"
     process = subprocess.Popen(
         [
-            binary,
+            alertmanager_binary,
             f"--config.file={CONFIG}",
             f"--storage.path={tmp_path}",
             f"--web.listen-address={base.removeprefix('http://')}",

@@ -7,7 +7,6 @@ to one endpoint's page and keeps a screenshot.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.helpers_http import ExporterProcess, exporter_process, refused_port, target_server
+from tests.needs import binary
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -26,11 +26,8 @@ EXPECTED_STATES = {"fast ok": "up", "server error": "down", "slow one": "degrade
 
 
 def require_browser() -> None:
-    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
-    if missing:
-        if os.environ.get("REQUIRE_BROWSER") == "1":
-            pytest.fail(f"REQUIRE_BROWSER=1 but missing: {', '.join(missing)}")
-        pytest.skip(f"no browser: missing {', '.join(missing)} (REQUIRE_BROWSER=1 to fail)")
+    binary("chromium")
+    binary("chromedriver")
 
 
 @pytest.fixture()

@@ -24,6 +24,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from tests.needs import binary
+
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"
 COMPOSE = DEPLOY / "compose.yaml"
@@ -31,15 +33,6 @@ EXPORTER = "availability-exporter"
 IMAGE_CONFIG = "/etc/availability-exporter/endpoints.yaml"
 
 Service = dict[str, Any]
-
-
-def _require_binary(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        if os.environ.get("REQUIRE_PROMETHEUS") == "1":
-            pytest.fail(f"{name} not found on PATH and REQUIRE_PROMETHEUS=1")
-        pytest.skip(f"{name} not found on PATH (set REQUIRE_PROMETHEUS=1 to make this a failure)")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +167,7 @@ def test_exporter_configs_are_mounted_and_valid(services: dict[str, Service]) ->
 
 
 def test_prometheus_config_passes_promtool(services: dict[str, Service], tmp_path: Path) -> None:
-    promtool = _require_binary("promtool")
+    promtool = binary("promtool")
     container_root = tmp_path / "root"
     prometheus = services["prometheus"]
     config_path = PurePosixPath(_command_flag(prometheus, "--config.file"))
@@ -229,7 +222,7 @@ def test_prometheus_targets_are_compose_services(services: dict[str, Service]) -
 
 
 def test_alertmanager_config_passes_amtool(services: dict[str, Service], tmp_path: Path) -> None:
-    amtool = _require_binary("amtool")
+    amtool = binary("amtool")
     container_root = tmp_path / "root"
     alertmanager = services["alertmanager"]
     config_path = PurePosixPath(_command_flag(alertmanager, "--config.file"))

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
-import shutil
 import ssl
 import subprocess
 import threading
@@ -27,6 +25,7 @@ import pytest
 import trustme
 
 from tests.helpers_http import exporter_process, free_port, target_server, wait_for
+from tests.needs import binary
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "availability-exporter.json"
@@ -146,11 +145,7 @@ def tls_target() -> Iterator[TlsTarget]:
 @contextlib.contextmanager
 def prometheus(workdir: Path, exporter_port: int) -> Iterator[str]:
     """Debian's prometheus scraping the exporter every second, with the deploy rules."""
-    binary = shutil.which("prometheus")
-    if binary is None:
-        if os.environ.get("REQUIRE_PROMETHEUS") == "1":
-            pytest.fail("prometheus not found on PATH and REQUIRE_PROMETHEUS=1")
-        pytest.skip("prometheus not found on PATH (Debian package prometheus)")
+    prometheus_binary = binary("prometheus")
     config = {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(path) for path in RULES],
@@ -166,7 +161,7 @@ def prometheus(workdir: Path, exporter_port: int) -> Iterator[str]:
     with (workdir / "prometheus.log").open("wb") as log:
         process = subprocess.Popen(
             [
-                binary,
+                prometheus_binary,
                 f"--config.file={workdir / 'prometheus.yml'}",
                 f"--storage.tsdb.path={workdir / 'tsdb'}",
                 f"--web.listen-address={base.removeprefix('http://')}",

@@ -22,6 +22,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from tests.needs import binary
+
 REPO = Path(__file__).resolve().parent.parent
 BASE = REPO / "deploy" / "kubernetes"
 RULES_DIR = REPO / "deploy" / "prometheus" / "rules"
@@ -34,15 +36,6 @@ CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 PORT = 10199
 
 Manifest = dict[str, Any]
-
-
-def _require_binary(name: str, env_var: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        if os.environ.get(env_var) == "1":
-            pytest.fail(f"{name} not found on PATH and {env_var}=1")
-        pytest.skip(f"{name} not found on PATH (set {env_var}=1 to make this a failure)")
-    return path
 
 
 def _load(path: Path) -> Any:
@@ -66,7 +59,7 @@ def _project_version() -> str:
 
 @pytest.fixture(scope="module")
 def rendered() -> dict[str, Manifest]:
-    kubectl = _require_binary("kubectl", "REQUIRE_KUBECTL")
+    kubectl = binary("kubectl")
     result = subprocess.run(
         [kubectl, "kustomize", str(BASE)],
         capture_output=True,
@@ -297,7 +290,7 @@ def test_generator_refuses_duplicate_group_names(tmp_path: Path) -> None:
 
 
 def test_readme_overlay_changes_replicas_and_shard_count_together(tmp_path: Path) -> None:
-    kubectl = _require_binary("kubectl", "REQUIRE_KUBECTL")
+    kubectl = binary("kubectl")
     readme = (BASE / "README.md").read_text(encoding="utf-8")
     match = re.search(
         r"```yaml\n# (deploy/overlays/\S+/kustomization\.yaml)\n(.*?)```", readme, re.S

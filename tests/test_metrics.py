@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import shutil
 import subprocess
 from collections.abc import Iterable
 from pathlib import Path
@@ -30,6 +29,7 @@ from availability_exporter.metrics import accepts_gzip, exposition, update_rende
 from availability_exporter.probe import REASONS, ProbeResult, State
 from availability_exporter.settings import Settings
 from availability_exporter.stats import Stats
+from tests.needs import binary
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -147,15 +147,6 @@ def value(found: Iterable[Sample], name: str, **labels: str) -> float:
     return matched[0].value
 
 
-def require_binary(name: str, env: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        if os.environ.get(env) == "1":
-            pytest.fail(f"{name} is not installed but {env}=1")
-        pytest.skip(f"{name} is not installed (set {env}=1 to fail instead)")
-    return path
-
-
 # -- golden text ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("openmetrics", "filename"),
@@ -186,7 +177,7 @@ def test_openmetrics_golden_is_valid_openmetrics() -> None:
 
 
 def test_golden_passes_promtool_check_metrics() -> None:
-    promtool = require_binary("promtool", "REQUIRE_PROMETHEUS")
+    promtool = binary("promtool")
     result = subprocess.run([promtool, "check", "metrics"],
                             input=(GOLDEN / "exposition.txt").read_bytes(),
                             capture_output=True, timeout=30, check=False)

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -34,6 +32,7 @@ from tests.helpers_http import (
     target_server,
     wait_for,
 )
+from tests.needs import binary
 
 # Endpoints per domain: each cycle adds exactly this many probes to the domain's total.
 PER_DOMAIN = {"127.0.0.1": 3, "localhost": 3}
@@ -41,15 +40,6 @@ PER_DOMAIN = {"127.0.0.1": 3, "localhost": 3}
 # the same point of the cycle, perhaps always while the slow probe is in flight, and no
 # scrape would ever sit at a cycle boundary.  At 1.25 s the scrapes walk through the cycle.
 EXPORTER_INTERVAL = 1.25
-
-
-def require_binary(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        if os.environ.get("REQUIRE_PROMETHEUS") == "1":
-            pytest.fail(f"{name} is not installed but REQUIRE_PROMETHEUS=1")
-        pytest.skip(f"{name} is not installed (set REQUIRE_PROMETHEUS=1 to fail instead)")
-    return path
 
 
 def endpoints_yaml(server: TargetServer) -> str:
@@ -120,7 +110,7 @@ class Prometheus:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ExporterProcess,
                                                                       Prometheus]]:
-    prometheus_binary = require_binary("prometheus")
+    prometheus_binary = binary("prometheus")
     tmp_path = tmp_path_factory.mktemp("prometheus")
     with target_server() as server:
         config = tmp_path / "endpoints.yaml"
@@ -204,7 +194,7 @@ def test_prometheus_scrapes_consistent_availability(
 
 
 def test_live_scrape_passes_promtool(stack: tuple[ExporterProcess, Prometheus]) -> None:
-    promtool = require_binary("promtool")
+    promtool = binary("promtool")
     exporter, _ = stack
     scrape = httpx.get(f"{exporter.base_url}/metrics",
                        headers={"Accept-Encoding": "identity"}, timeout=10)

@@ -6,9 +6,7 @@ makes its absence a failure.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 import textwrap
 from pathlib import Path
@@ -16,6 +14,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from tests.needs import binary
 
 PROMETHEUS_DIR = Path(__file__).resolve().parents[1] / "deploy" / "prometheus"
 RULE_FILES = ("rules/recording.yml", "rules/alerts.yml")
@@ -35,19 +35,9 @@ ENDPOINT_ALERTS = {"EndpointDown", "EndpointDegraded", "TLSCertificateExpiringSo
 DOMAIN_ALERTS = {"DomainAvailabilityBelowObjective", "DomainErrorBudgetBurn"}
 
 
-def require_binary(name: str) -> str:
-    """Return the binary's path; skip (or fail under REQUIRE_PROMETHEUS=1) when absent."""
-    path = shutil.which(name)
-    if path is None:
-        if os.environ.get("REQUIRE_PROMETHEUS") == "1":
-            pytest.fail(f"{name} not found on PATH and REQUIRE_PROMETHEUS=1")
-        pytest.skip(f"{name} not found on PATH (Debian package prometheus)")
-    return path
-
-
 def promtool(*args: str, cwd: Path = PROMETHEUS_DIR) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [require_binary("promtool"), *args],
+        [binary("promtool"), *args],
         cwd=cwd,
         capture_output=True,
         text=True,
