@@ -17,6 +17,7 @@ directory and imports this module by name (the script's directory is on ``sys.pa
 from __future__ import annotations
 
 import argparse
+import array
 import asyncio
 import contextlib
 import gzip
@@ -421,7 +422,12 @@ class DelayServer:
 
     def url(self, index: int, delay_ms: float) -> str:
         port = self.ports[index % len(self.ports)]
-        return f"http://{HOST}:{port}/d/{delay_ms:g}/{endpoint_name(index)}"
+        return f"http://{HOST}:{port}{self.path(index, delay_ms)}"
+
+    @staticmethod
+    def path(index: int, delay_ms: float) -> str:
+        """The path endpoint ``index`` requests, as :meth:`arrivals` reports it."""
+        return f"/d/{delay_ms:g}/{endpoint_name(index)}"
 
     def _get(self, path: str) -> Any:
         with urllib.request.urlopen(f"http://{HOST}:{self.control}{path}", timeout=30) as r:
@@ -467,34 +473,57 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> int:
     return proc.returncode
 
 
-def coverage(
-    arrivals: Sequence[tuple[float, str]], cycle_ends: Sequence[float], paths: Sequence[str],
-    *, slack: float = 0.25,
-) -> list[tuple[int, int]]:
-    """Per completed cycle k: (endpoints probed exactly once in it, endpoints that were not).
+def slot_check(times: Sequence[list[float]], *, cycles: int, interval: float, step: float,
+               slack: float = 0.25) -> tuple[list[int], list[float]]:
+    """Per cycle: how many endpoints were probed exactly once in it; and every probe's lag.
 
-    Each endpoint's j-th request must fall in cycle j: after cycle j-1 ended and by the end of
-    cycle j, give or take ``slack`` seconds (the target logs a hair after answering, and this
-    process reads the report line a hair after it was printed; when a cycle overran, the next
-    one starts right away).  Ranking per endpoint keeps those races at the boundaries from
-    counting one endpoint twice in one cycle and never in the next.
+    ``times[i]`` are the moments endpoint ``i`` (in config order) was probed.  The scheduler
+    anchors every start to its tick: endpoint ``i`` of cycle ``k`` is due at
+    ``t0 + k * interval + i * step``.  Its k-th probe must fall in ``[due, due + interval)``
+    and the next one after that slot; a missed cycle, or two probes in one cycle, shifts the
+    ranks and fails the check.  ``t0`` is not visible from outside, so it is estimated as the
+    earliest ``first probe - i * step`` (minus ``slack`` for the estimate); lags are measured
+    from that estimate, so they are a hair (the best probe's own delay) too small.
     """
-    expected = set(paths)
-    times: dict[str, list[float]] = {p: [] for p in expected}
+    firsts = [ts[0] - i * step for i, ts in enumerate(times) if ts]
+    if not firsts:
+        return [0] * cycles, []
+    t0 = min(firsts)
+    origin = t0 - slack
+    hits = [0] * cycles
+    lags: list[float] = []
+    for i, ts in enumerate(times):
+        for k in range(min(len(ts), cycles)):
+            lags.append(ts[k] - (t0 + k * interval + i * step))
+        for k in range(cycles):
+            low = origin + k * interval + i * step
+            if (len(ts) > k and low <= ts[k] < low + interval
+                    and (len(ts) == k + 1 or ts[k + 1] >= low + interval)):
+                hits[k] += 1
+    return hits, lags
+
+
+def coverage(arrivals: Sequence[tuple[float, str]], paths: Sequence[str], *, cycles: int,
+             interval: float) -> list[int]:
+    """Per cycle: endpoints whose requests reached the target exactly once in it.
+
+    ``paths`` are the endpoints' request paths in config order (of this process's shard);
+    ``arrivals`` the target's log.  See :func:`slot_check`.
+    """
+    from availability_exporter.scheduler import spread_window
+
+    index = {path: i for i, path in enumerate(paths)}
+    times: list[list[float]] = [[] for _ in paths]
     for stamp, path in arrivals:
-        if path in expected:
-            times[path].append(stamp)
-    bounds = [-math.inf, *cycle_ends]
-    result: list[tuple[int, int]] = []
-    for k in range(len(cycle_ends)):
-        once = 0
-        for stamps in times.values():
-            stamps.sort()
-            hit = (len(stamps) > k and bounds[k] - slack < stamps[k] <= bounds[k + 1] + slack
-                   and (len(stamps) == k + 1 or stamps[k + 1] > bounds[k + 1] - slack))
-            once += hit
-        result.append((once, len(expected) - once))
-    return result
+        i = index.get(path)
+        if i is not None:
+            times[i].append(stamp)
+    for ts in times:
+        ts.sort()
+    count = len(paths)
+    step = spread_window(count, interval) / count if count else 0.0
+    hits, _ = slot_check(times, cycles=cycles, interval=interval, step=step)
+    return hits
 
 
 # -- the exporter as a process ----------------------------------------------------------------
@@ -558,6 +587,7 @@ class Daemon:
         self.spawned_at = 0.0  # wall clock
         self.cycle_ends: list[float] = []  # wall clock of each "---" line
         self.stdout_lines = 0
+        self.stop_seconds = 0.0  # SIGTERM to exit
         self._cond = threading.Condition()
         self._reader: threading.Thread | None = None
 
@@ -594,7 +624,9 @@ class Daemon:
     def stop(self) -> int:
         if self.proc is None:
             return 0
+        began = time.monotonic()
         code = stop(self.proc)
+        self.stop_seconds = time.monotonic() - began
         if self._reader is not None:
             self._reader.join(5)
         self.proc = None
@@ -652,9 +684,16 @@ class CycleSample:
     cycle_seconds: float
     missed: float
     durations: list[float]  # one per endpoint probed once in this cycle
-    counts_ok: bool  # every endpoint's probe count went up by exactly one
+    endpoints: int
+    # Endpoints whose probe count rose by exactly one since the previous scrape, so that their
+    # duration is known.  Fewer when a cycle overran and the next one had already begun.
+    attributed: int
     states: dict[str, int]
     scrape_seconds: float
+
+    @property
+    def counts_ok(self) -> bool:
+        return self.endpoints > 0 and self.attributed == self.endpoints
 
 
 class CycleWatcher:
@@ -688,12 +727,9 @@ class CycleWatcher:
         states = {s: endpoint_values(body, "availability_probes_total", f'result="{s}"')
                   for s in ("up", "degraded", "down")}
         durations: list[float] = []
-        counts_ok = bool(counts)
         for name, total in counts.items():
-            if total - self.prev_count.get(name, 0.0) != 1.0:
-                counts_ok = False
-                continue
-            durations.append(sums[name] - self.prev_sum.get(name, 0.0))
+            if total - self.prev_count.get(name, 0.0) == 1.0:
+                durations.append(sums[name] - self.prev_sum.get(name, 0.0))
         state_delta = {
             s: sum(1 for name, v in values.items()
                    if v - self.prev_states.get(s, {}).get(name, 0.0) >= 1.0)
@@ -705,7 +741,8 @@ class CycleWatcher:
             lag=plain_value(body, "availability_exporter_cycle_lag_seconds") or 0.0,
             cycle_seconds=cycle_sum - self.prev_cycle_sum,
             missed=plain_value(body, "availability_exporter_cycles_missed_total") or 0.0,
-            durations=durations, counts_ok=counts_ok, states=state_delta,
+            durations=durations, endpoints=len(counts), attributed=len(durations),
+            states=state_delta,
             scrape_seconds=result.seconds,
         )
         self.prev_sum, self.prev_count, self.prev_cycle_sum = sums, counts, cycle_sum
@@ -718,7 +755,7 @@ class CycleWatcher:
 
 @dataclass(frozen=True, slots=True)
 class ProbeRecord:
-    cycle: int
+    cycle: int  # this endpoint's how-manieth probe (each endpoint is probed once per cycle)
     index: int
     dispatched: float  # loop time when the probe really started (slot held)
     duration: float
@@ -726,28 +763,75 @@ class ProbeRecord:
     reason: str | None
 
 
+class RecordColumns:
+    """ProbeRecords kept as arrays while the loop runs.
+
+    A list of objects would be scanned by every full garbage collection of the process under
+    test and lengthen exactly the pauses being measured; arrays of numbers are not tracked.
+    """
+
+    STATES: tuple[str, ...] = ("up", "degraded", "down")
+
+    def __init__(self) -> None:
+        self.cycle = array.array("i")
+        self.index = array.array("i")
+        self.dispatched = array.array("d")
+        self.duration = array.array("d")
+        self.state = bytearray()
+        self.reason = bytearray()
+
+    def append(self, cycle: int, index: int, dispatched: float, duration: float, state: str,
+               reason: str | None) -> None:
+        from availability_exporter.probe import REASONS
+
+        self.cycle.append(cycle)
+        self.index.append(index)
+        self.dispatched.append(dispatched)
+        self.duration.append(duration)
+        self.state.append(self.STATES.index(state))
+        self.reason.append(0 if reason is None else REASONS.index(reason) + 1)
+
+    def records(self) -> list[ProbeRecord]:
+        from availability_exporter.probe import REASONS
+
+        return [
+            ProbeRecord(c, i, t, d, self.STATES[st], None if rs == 0 else REASONS[rs - 1])
+            for c, i, t, d, st, rs in zip(self.cycle, self.index, self.dispatched,
+                                          self.duration, self.state, self.reason, strict=True)
+        ]
+
+
 @dataclass(slots=True)
 class InProcessRun:
     records: list[ProbeRecord]
-    cycle_lags: list[float]
+    endpoints: int
+    cycles: int  # completed (reported) cycles
+    interval: float
     step: float  # seconds between two probe starts within a cycle
     cpu_seconds: float
     wall_seconds: float
 
+    def _times(self) -> list[list[float]]:
+        times: list[list[float]] = [[] for _ in range(self.endpoints)]
+        for r in sorted(self.records, key=lambda r: r.dispatched):
+            times[r.index].append(r.dispatched)
+        return times
+
     def dispatch_lags(self) -> list[float]:
-        """How late each probe started against the cycle's even spread of starts."""
-        first: dict[int, float] = {}
-        for r in self.records:
-            if r.index == 0:
-                first[r.cycle] = r.dispatched
-        lags: list[float] = []
-        for r in self.records:
-            base = first.get(r.cycle)
-            if base is None or r.cycle >= len(self.cycle_lags):
-                continue
-            lags.append(max(self.cycle_lags[r.cycle] + r.dispatched - base - r.index * self.step,
-                            0.0))
+        """How late each probe started against its place in the tick-anchored spread."""
+        _, lags = slot_check(self._times(), cycles=self.cycles, interval=self.interval,
+                             step=self.step)
         return lags
+
+    def per_cycle(self) -> list[int]:
+        """Per completed cycle: endpoints probed exactly once in it (see slot_check)."""
+        hits, _ = slot_check(self._times(), cycles=self.cycles, interval=self.interval,
+                             step=self.step)
+        return hits
+
+    def measured(self) -> list[ProbeRecord]:
+        """The probes of completed cycles (a cycle in flight at the stop is left out)."""
+        return [r for r in self.records if r.cycle < self.cycles]
 
 
 def run_in_process(config: Path, *, interval: float, cycles: int,
@@ -762,48 +846,49 @@ def run_in_process(config: Path, *, interval: float, cycles: int,
     from availability_exporter.settings import load_settings
 
     settings = load_settings([str(config), "-f", f"{interval:g}", *extra])
-    records: list[ProbeRecord] = []
-    lags: list[float] = []
-    holder: dict[str, float] = {}
+    records = RecordColumns()
+    done: list[int] = []
+    count: dict[str, int] = {}
 
     async def main() -> None:
         exporter = Exporter(settings, out=io.StringIO())
         loop = asyncio.get_running_loop()
         probe = exporter.prober.probe
         index_of: dict[str, int] = {}
+        probed: dict[int, int] = {}
         scheduler = exporter.scheduler
-        done_cycle = exporter.scheduler.on_cycle
+        report_cycle = scheduler.on_cycle
 
         async def recording(endpoint: Any) -> Any:
-            started = loop.time()
-            result = await probe(endpoint)
             if not index_of:
                 index_of.update({s.endpoint.name: i for i, s in enumerate(exporter.stats)})
-            records.append(ProbeRecord(
-                len(lags), index_of[endpoint.name], started, result.duration,
-                result.state.value, result.reason,
-            ))
+                count["endpoints"] = len(index_of)
+            index = index_of[endpoint.name]
+            rank = probed.get(index, 0)
+            probed[index] = rank + 1
+            started = loop.time()
+            result = await probe(endpoint)
+            records.append(rank, index, started, result.duration, result.state.value,
+                           result.reason)
             return result
 
         def on_cycle(k: int) -> None:
-            if done_cycle is not None:
-                done_cycle(k)
-            lags.append(scheduler.cycle_stats.last_lag)
-            if len(lags) >= cycles:
+            if report_cycle is not None:
+                report_cycle(k)
+            done.append(k)
+            if len(done) >= cycles:
                 exporter.stop.set()
 
         scheduler.probe = recording
         scheduler.on_cycle = on_cycle
-        holder["count"] = len(exporter.stats)
         await exporter.run(web=None)
-        count = len(exporter.stats)
-        timeout = max(s.endpoint.timeout for s in exporter.stats)
-        holder["step"] = spread_window(count, interval, timeout) / count if count else 0.0
 
     cpu0, wall0 = time.process_time(), time.monotonic()
     _run_loop(main())
-    return InProcessRun(records, lags, holder.get("step", 0.0),
-                        time.process_time() - cpu0, time.monotonic() - wall0)
+    endpoints = count.get("endpoints", 0)
+    step = spread_window(endpoints, interval) / endpoints if endpoints else 0.0
+    cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
+    return InProcessRun(records.records(), endpoints, len(done), interval, step, cpu, wall)
 
 
 def _run_loop(coro: Any) -> Any:
@@ -812,19 +897,6 @@ def _run_loop(coro: Any) -> Any:
     except ImportError:
         return asyncio.run(coro)
     return uvloop.run(coro)
-
-
-def completed_cycles(run: InProcessRun, endpoints: int) -> list[tuple[int, int]]:
-    """Per completed cycle: (endpoints probed exactly once, endpoints probed another number)."""
-    out: list[tuple[int, int]] = []
-    for k in range(len(run.cycle_lags)):
-        counts: dict[int, int] = {}
-        for r in run.records:
-            if r.cycle == k:
-                counts[r.index] = counts.get(r.index, 0) + 1
-        once = sum(1 for i in range(endpoints) if counts.get(i) == 1)
-        out.append((once, endpoints - once))
-    return out
 
 
 # -- blackbox_exporter ------------------------------------------------------------------------
@@ -974,7 +1046,7 @@ def drive_blackbox(blackbox: Blackbox, targets: Sequence[str], *, interval: floa
     from availability_exporter.scheduler import spread_window
 
     count = len(targets)
-    window = spread_window(count, interval, timeout) if count > 1 else 0.0
+    window = spread_window(count, interval) if count > 1 else 0.0
     step = window / count if count else 0.0
     paths = [f"/probe?module=http_2xx&target={quote(t, safe='')}" for t in targets]
     result = DriveResult([], [], [], step)
@@ -999,24 +1071,40 @@ def drive_blackbox(blackbox: Blackbox, targets: Sequence[str], *, interval: floa
                 success is not None and success.group(1) == b"1",
             ))
 
+        async def cycle(k: int, tick: float) -> None:
+            tasks: list[asyncio.Task[None]] = []
+            for i in range(count):
+                at = tick + i * step
+                if at - loop.time() > 0.0005:
+                    await asyncio.sleep(at - loop.time())
+                tasks.append(loop.create_task(one(k, i)))
+            await asyncio.wait(tasks, timeout=interval + timeout)
+
+        # As the scheduler does: each cycle starts at its tick even while the previous one's
+        # stragglers are out; cycles are counted in order as they complete.
+        pending: list[asyncio.Task[None]] = []
+
+        def reap(_: asyncio.Task[None]) -> None:
+            while pending and pending[0].done():
+                pending.pop(0)
+                k = len(result.cycle_ends)
+                result.cycle_ends.append(time.time())
+                result.cpu_at_cycle_end.append(cpu_seconds(blackbox.pid))
+                if on_cycle is not None:
+                    on_cycle(k)
+
         t0 = loop.time()
+        launched: list[asyncio.Task[None]] = []
         try:
             for k in range(cycles):
                 tick = t0 + k * interval
                 if tick > loop.time():
                     await asyncio.sleep(tick - loop.time())
-                start = loop.time()
-                tasks: list[asyncio.Task[None]] = []
-                for i in range(count):
-                    at = start + i * step
-                    if at - loop.time() > 0.0005:
-                        await asyncio.sleep(at - loop.time())
-                    tasks.append(loop.create_task(one(k, i)))
-                await asyncio.wait(tasks, timeout=interval + timeout)
-                result.cycle_ends.append(time.time())
-                result.cpu_at_cycle_end.append(cpu_seconds(blackbox.pid))
-                if on_cycle is not None:
-                    on_cycle(k)
+                task = loop.create_task(cycle(k, tick))
+                pending.append(task)
+                launched.append(task)
+                task.add_done_callback(reap)
+            await asyncio.gather(*launched)
         finally:
             client.close()
 

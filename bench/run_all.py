@@ -32,7 +32,7 @@ BENCHMARKS: tuple[tuple[str, list[str], list[str]], ...] = (
       "--up-ms", "100", "--degraded-ms", "900"]),
     ("scrape", ["--endpoints", "10000", "--cycles", "3", "--interval", "15"],
      ["--endpoints", "300", "--cycles", "2", "--interval", "2", "--delay-ms", "50"]),
-    ("memory", ["--endpoints", "10000", "--cycles", "40", "--interval", "5", "--timeout", "2"],
+    ("memory", ["--endpoints", "10000", "--cycles", "40", "--interval", "10", "--timeout", "2"],
      ["--endpoints", "300", "--cycles", "6", "--checkpoint", "3", "--interval", "1",
       "--timeout", "0.5"]),
     ("startup", ["--endpoints", "10000", "--repeat", "3"],

@@ -43,14 +43,14 @@ from tests.adversarial import (  # noqa: E402
     AdversarialServer,
     CertKind,
     make_certs,
+    refused_port,
     serve_in_thread,
 )
 from tests.targets import (  # noqa: E402
     ExporterProcess,
-    Metrics,
     Targets,
-    refused_port,
-    sample,
+    probe_counts,
+    required_sample,
     write_config,
 )
 
@@ -125,34 +125,19 @@ def take_sample(process: ExporterProcess, started: float) -> Sample:
     fds = process.fds()
     rss = process.rss_bytes()
     metrics = process.scrape()
-    counts = _probe_counts(metrics)
+    counts = list(probe_counts(metrics).values())
     return Sample(
         elapsed=time.monotonic() - started,
-        cycles=int(_value(metrics, "availability_exporter_cycles_total")),
-        lag=_value(metrics, "availability_exporter_cycle_lag_seconds"),
-        cycle_seconds_total=_value(metrics, "availability_exporter_cycle_duration_seconds_sum"),
-        missed=int(_value(metrics, "availability_exporter_cycles_missed_total")),
+        cycles=int(required_sample(metrics, "availability_exporter_cycles_total")),
+        lag=required_sample(metrics, "availability_exporter_cycle_lag_seconds"),
+        cycle_seconds_total=required_sample(
+            metrics, "availability_exporter_cycle_duration_seconds_sum"),
+        missed=int(required_sample(metrics, "availability_exporter_cycles_missed_total")),
         rss=rss,
         fds=fds,
         probes_min=min(counts) if counts else 0,
         probes_max=max(counts) if counts else 0,
     )
-
-
-def _value(metrics: Metrics, name: str) -> float:
-    value = sample(metrics, name)
-    if value is None:
-        raise RuntimeError(f"{name} is missing from /metrics")
-    return value
-
-
-def _probe_counts(metrics: Metrics) -> list[int]:
-    per_endpoint: dict[str, float] = {}
-    for (name, labels), value in metrics.items():
-        if name == "availability_probes_total":
-            endpoint = dict(labels)["endpoint"]
-            per_endpoint[endpoint] = per_endpoint.get(endpoint, 0.0) + value
-    return [int(v) for v in per_endpoint.values()]
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:

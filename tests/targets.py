@@ -1,46 +1,52 @@
-"""Local HTTP targets and a running exporter process, for the reliability tests.
+"""Local HTTP targets and the exporter as a child process, for the end-to-end tests.
 
-``Targets`` is a tiny HTTP/1.1 server on 127.0.0.1 (asyncio, in a daemon thread) with
-predictable answers; every response closes its connection, as the exporter opens a fresh
-connection per probe anyway:
+``Targets`` is a tiny HTTP/1.1 server on 127.0.0.1 (asyncio, in a daemon thread, so it
+answers while the test or an exporter in the test's own process waits) with predictable
+answers; every response closes its connection, as the exporter opens a fresh connection per
+probe anyway:
 
-| path            | answer                                                           |
-|-----------------|------------------------------------------------------------------|
-| ``/ok``         | 200 at once                                                      |
-| ``/error``      | 500 at once                                                      |
-| ``/slow?ms=N``  | 200 after N ms                                                   |
-| ``/hang``       | never answers; ends when the client leaves or the server stops   |
-| ``/switch``     | ``Targets.switch_status`` (200 unless a test changes it)         |
-| ``/bounce``     | 302 to itself, query string included: a redirect loop            |
-| ``/bounce-ftp`` | 302 to an ftp:// URL carrying the query string                   |
-| anything else   | 404                                                              |
+| path             | answer                                                          |
+|------------------|-----------------------------------------------------------------|
+| ``/ok``          | 200 at once                                                     |
+| ``/error``       | 500 at once                                                     |
+| ``/slow?ms=N``   | 200 after N ms; without ``ms`` after ``SLOW_MS``                |
+| ``/hang``        | never answers; ends when the client leaves or the server stops  |
+| ``/flap``        | 200 and 500 alternately, 200 first                              |
+| ``POST /body``   | 200 for the JSON ``{"foo":"bar"}``, else 422                    |
+| ``/switch``      | ``Targets.switch_status`` (200 unless a test changes it)        |
+| ``/bounce``      | 302 to itself, query string included: a redirect loop          |
+| ``/bounce-ftp``  | 302 to an ftp:// URL carrying the query string                  |
+| anything else    | 404                                                             |
 
 The query string is ignored except for ``ms``, so ``/ok?id=7`` gives distinct URLs that behave
-alike.  The last request head per request target is kept (``heads()``), so a test can check
-what reached the wire.
+alike.  The last 1000 requests are kept (``seen``), head and parsed headers, so a test can
+check that a header or a secret really reached the wire before it checks that it shows
+nowhere else.
 
 ``ExporterProcess`` runs ``python -m availability_exporter`` with its stdout and stderr read by
-threads, so a test can wait for reports, scrape /metrics and send signals.
+threads, so a test can wait for reports, scrape /metrics and send signals.  Ports for it come
+from ``free_port``; a port that refuses connections from ``tests.adversarial.refused_port``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -49,36 +55,52 @@ from prometheus_client.parser import text_string_to_metric_families
 HOST = "127.0.0.1"
 # The longest a test waits for anything the exporter should do "soon".
 WAIT_SECONDS = 20.0
+# Over the default 0.5 s latency threshold (degraded) and well under any timeout the tests use
+# (0.8 s at -f 1), so a bare /slow is degraded, never a timeout.
+SLOW_MS = 600
 _MAX_HEAD_BYTES = 64 * 1024
 _MAX_SLOW_MS = 600_000
+_SEEN_KEPT = 1000
+_REPORT_LINE = re.compile(r"^(\S+) has (\d+)% availability percentage$")
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
-    """A 127.0.0.1 port that was free a moment ago (the kernel picked it)."""
+    """A 127.0.0.1 port that was free a moment ago, for programs that insist on being told one."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
         return int(sock.getsockname()[1])
 
 
-def refused_port() -> int:
-    """A 127.0.0.1 port where a connection is refused right now (checked, not assumed)."""
-    for _ in range(20):
-        port = free_port()
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.settimeout(1.0)
-            if sock.connect_ex((HOST, port)) != 0:
-                return port
-    raise RuntimeError("found no refused port on 127.0.0.1 in 20 attempts")
+def wait_for(what: str, check: Callable[[], T | None], *, timeout: float = WAIT_SECONDS,
+             interval: float = 0.02) -> T:
+    """Poll ``check`` until it returns something but None or False, and return that.
 
-
-def wait_for(predicate: Callable[[], bool], timeout: float = WAIT_SECONDS,
-             what: str = "condition") -> None:
-    """Poll ``predicate`` every 20 ms until it holds; AssertionError after ``timeout``."""
+    AssertionError naming ``what`` after ``timeout`` seconds.
+    """
     deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
+    while True:
+        value = check()
+        if value is not None and value is not False:
+            return value
+        if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.02)
+        time.sleep(interval)
+
+
+# -- the targets -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SeenRequest:
+    """One request as it reached the target server."""
+
+    method: str
+    target: str  # path and query, as on the request line
+    path: str
+    headers: dict[str, str]  # names as sent; the last of a repeated header wins
+    head: bytes  # request line and headers, byte for byte
 
 
 class Targets:
@@ -87,9 +109,9 @@ class Targets:
     def __init__(self) -> None:
         self.switch_status = 200
         self._lock = threading.Lock()
-        self._requests: Counter[str] = Counter()
+        self._seen: collections.deque[SeenRequest] = collections.deque(maxlen=_SEEN_KEPT)
+        self._flaps = 0
         self._in_flight = 0
-        self._heads: dict[str, bytes] = {}
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="targets",
                                         daemon=True)
@@ -117,15 +139,11 @@ class Targets:
     def url(self, path: str = "/ok", *, host: str = HOST) -> str:
         return f"http://{host}:{self.port}{path}"
 
-    def requests(self, path: str | None = None) -> int:
-        """Requests read so far, for one path or all."""
+    @property
+    def seen(self) -> list[SeenRequest]:
+        """The last 1000 requests read, oldest first."""
         with self._lock:
-            return self._requests[path] if path is not None else sum(self._requests.values())
-
-    def heads(self) -> list[bytes]:
-        """The last request head (request line and headers) received per request target."""
-        with self._lock:
-            return list(self._heads.values())
+            return list(self._seen)
 
     @property
     def in_flight(self) -> int:
@@ -167,22 +185,24 @@ class Targets:
         head = await reader.readuntil(b"\r\n\r\n")
         if len(head) > _MAX_HEAD_BYTES:
             return
-        request_line, *header_lines = head.decode("latin-1").split("\r\n")
+        request_line, *header_lines = head.decode("latin-1").rstrip("\r\n").split("\r\n")
         method, target, _version = request_line.split(" ", 2)
-        length = 0
+        headers: dict[str, str] = {}
         for line in header_lines:
             name, _, value = line.partition(":")
-            if name.strip().lower() == "content-length":
-                length = int(value.strip())
-        if length:
-            await reader.readexactly(length)
+            headers[name.strip()] = value.strip()
+        length = int(next((v for k, v in headers.items() if k.lower() == "content-length"), 0))
+        body = await reader.readexactly(length) if length else b""
         parts = urlsplit(target)
         with self._lock:
-            self._requests[parts.path] += 1
-            self._heads[target] = head
+            self._seen.append(SeenRequest(method, target, parts.path, headers, head))
             self._in_flight += 1
+            if parts.path == "/flap":
+                self._flaps += 1
+            flap_status = 200 if self._flaps % 2 else 500
         try:
-            status = await self._answer(parts.path, parse_qs(parts.query), reader)
+            status = await self._answer(method, parts.path, parse_qs(parts.query), body,
+                                        flap_status, reader)
         finally:
             with self._lock:
                 self._in_flight -= 1
@@ -193,25 +213,33 @@ class Targets:
             location = f"Location: {target}\r\n"
         elif parts.path == "/bounce-ftp":
             location = f"Location: ftp://{HOST}/?{parts.query}\r\n"
-        body = b"" if method == "HEAD" else f"status {status}\n".encode()
+        payload = b"" if method == "HEAD" else f"status {status}\n".encode()
         writer.write(
-            f"HTTP/1.1 {status} X\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
-            f"{location}Connection: close\r\n\r\n".encode() + body
+            f"HTTP/1.1 {status} X\r\nContent-Type: text/plain\r\n"
+            f"Content-Length: {len(payload)}\r\n{location}Connection: close\r\n\r\n".encode()
+            + payload
         )
         await writer.drain()
 
-    async def _answer(self, path: str, query: dict[str, list[str]],
-                      reader: asyncio.StreamReader) -> int | None:
+    async def _answer(self, method: str, path: str, query: dict[str, list[str]], body: bytes,
+                      flap_status: int, reader: asyncio.StreamReader) -> int | None:
         if path == "/ok":
             return 200
         if path == "/error":
             return 500
+        if path == "/flap":
+            return flap_status
+        if path == "/body" and method == "POST":
+            try:
+                return 200 if json.loads(body) == {"foo": "bar"} else 422
+            except ValueError:
+                return 422
         if path == "/switch":
             return self.switch_status
         if path in ("/bounce", "/bounce-ftp"):
             return 302
         if path == "/slow":
-            ms = min(max(int((query.get("ms") or ["1000"])[0]), 0), _MAX_SLOW_MS)
+            ms = min(max(int((query.get("ms") or [str(SLOW_MS)])[0]), 0), _MAX_SLOW_MS)
             return 200 if await self._hold(reader, ms / 1000) else None
         if path == "/hang":
             await self._hold(reader, None)
@@ -240,7 +268,42 @@ class Targets:
         return not done
 
 
-# -- the exporter ------------------------------------------------------------------------
+def write_config(path: Path, endpoints: Sequence[tuple[str, str]]) -> Path:
+    """Write an endpoints file of (name, url) pairs."""
+    # JSON strings are valid YAML double-quoted scalars, whatever they contain.
+    lines = [f"- name: {json.dumps(name)}\n  url: {json.dumps(url)}" for name, url in endpoints]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+# -- what the exporter prints and serves ------------------------------------------------------
+
+
+def report_line(line: str) -> tuple[str, int] | None:
+    """(domain, percentage) of a console report line; None for any other line."""
+    match = _REPORT_LINE.match(line)
+    return (match[1], int(match[2])) if match is not None else None
+
+
+def parse_reports(text: str) -> list[dict[str, int]]:
+    """The complete console reports of ``text`` in order, each as {domain: percentage}.
+
+    Lines after the last ``---`` (a report being printed) are left out; any line that is
+    neither a report line nor ``---``, or a domain twice in one report, fails the test.
+    """
+    reports: list[dict[str, int]] = []
+    current: dict[str, int] = {}
+    for line in text.splitlines():
+        if line == "---":
+            reports.append(current)
+            current = {}
+            continue
+        parsed = report_line(line)
+        if parsed is None:
+            raise AssertionError(f"unexpected line on stdout: {line!r}")
+        assert parsed[0] not in current, f"{parsed[0]} twice in one report: {text!r}"
+        current[parsed[0]] = parsed[1]
+    return reports
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,7 +318,7 @@ Metrics = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def parse_metrics(text: str) -> Metrics:
-    """Every sample of an exposition, keyed by (sample name, sorted label pairs)."""
+    """Every sample of a text exposition, keyed by (sample name, sorted label pairs)."""
     samples: Metrics = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -264,42 +327,64 @@ def parse_metrics(text: str) -> Metrics:
 
 
 def sample(metrics: Metrics, name: str, **labels: str) -> float | None:
+    """The value of the sample with exactly these labels, None when there is none."""
     return metrics.get((name, tuple(sorted(labels.items()))))
 
 
+def required_sample(metrics: Metrics, name: str, **labels: str) -> float:
+    """Like ``sample``, but a missing sample fails the test."""
+    value = sample(metrics, name, **labels)
+    if value is None:
+        raise AssertionError(f"{name}{labels or ''} is missing from /metrics")
+    return value
+
+
+def probe_counts(metrics: Metrics) -> dict[str, int]:
+    """All probes (up + degraded + down) of every endpoint that has series."""
+    counts: dict[str, float] = {}
+    for (name, labels), value in metrics.items():
+        if name == "availability_probes_total":
+            endpoint = dict(labels)["endpoint"]
+            counts[endpoint] = counts.get(endpoint, 0.0) + value
+    return {endpoint: int(total) for endpoint, total in counts.items()}
+
+
 def probes_total(metrics: Metrics, endpoint: str) -> int | None:
-    """All probes of one endpoint (up + degraded + down), None when it has no series."""
-    values = [
-        value for (name, labels), value in metrics.items()
-        if name == "availability_probes_total" and ("endpoint", endpoint) in labels
-    ]
-    return int(sum(values)) if values else None
+    """All probes of one endpoint, None when it has no series."""
+    return probe_counts(metrics).get(endpoint)
 
 
 def endpoint_names(metrics: Metrics) -> set[str]:
-    return {
-        dict(labels)["endpoint"] for (name, labels) in metrics
-        if name == "availability_probes_total"
-    }
+    return set(probe_counts(metrics))
+
+
+# -- the exporter ----------------------------------------------------------------------------
 
 
 class ExporterProcess:
-    """``python -m availability_exporter CONFIG ARGS...`` listening on a free local port."""
+    """``python -m availability_exporter CONFIG ARGS...`` listening on a free local port.
+
+    A context manager; leaving it kills the process if it still runs.
+    """
 
     def __init__(self, config: Path | None, *args: str, env: dict[str, str] | None = None,
                  listen: bool = True) -> None:
         self.port = free_port()
+        self.base_url = f"http://{HOST}:{self.port}"
         command = [sys.executable, "-m", "availability_exporter"]
         if config is not None:
             command.append(str(config))
         if listen:
             command += ["--web.listen-address", f"{HOST}:{self.port}"]
         command += list(args)
+        # Settings also read AVAILABILITY_EXPORTER_*; a stray one in the caller's environment
+        # must not change what the test runs.
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("AVAILABILITY_")}
         full_env.update(env or {})
         self.command = command
         self.proc = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env,
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=full_env,
         )
         self._lock = threading.Lock()
         self._stdout: list[str] = []
@@ -313,8 +398,7 @@ class ExporterProcess:
         ]
         for reader in self._readers:
             reader.start()
-        self.client = httpx.Client(base_url=f"http://{HOST}:{self.port}", timeout=10.0,
-                                   trust_env=False)
+        self.client = httpx.Client(base_url=self.base_url, timeout=10.0, trust_env=False)
 
     def __enter__(self) -> ExporterProcess:
         return self
@@ -334,31 +418,32 @@ class ExporterProcess:
 
     def _read(self, stream: IO[bytes], is_stdout: bool) -> None:
         for raw in stream:
-            line = raw.decode("utf-8", "replace").rstrip("\n")
+            text = raw.decode("utf-8", "replace")
             now = time.monotonic()
             with self._lock:
                 if not is_stdout:
-                    self._stderr.append(line)
+                    self._stderr.append(text)
                     continue
-                self._stdout.append(line)
+                self._stdout.append(text)
+                line = text.rstrip("\n")
                 if line == "---":
                     self._reports.append(Report(at=now, domains=self._pending))
                     self._pending = {}
-                elif line.endswith("% availability percentage"):
-                    domain, _, rest = line.partition(" has ")
-                    self._pending[domain] = int(rest.split("%")[0])
+                elif (parsed := report_line(line)) is not None:
+                    self._pending[parsed[0]] = parsed[1]
 
     # -- output ---------------------------------------------------------------------------
 
     @property
     def stdout(self) -> str:
+        """Everything printed on stdout so far, exactly."""
         with self._lock:
-            return "\n".join(self._stdout)
+            return "".join(self._stdout)
 
     @property
     def stderr(self) -> str:
         with self._lock:
-            return "\n".join(self._stderr)
+            return "".join(self._stderr)
 
     @property
     def reports(self) -> list[Report]:
@@ -367,28 +452,37 @@ class ExporterProcess:
 
     def wait_reports(self, count: int, timeout: float = WAIT_SECONDS) -> list[Report]:
         """Wait until at least ``count`` reports have been printed; return them all."""
-        wait_for(lambda: len(self.reports) >= count or self.proc.poll() is not None,
-                 timeout, f"{count} reports")
+        wait_for(f"{count} reports",
+                 lambda: len(self.reports) >= count or self.proc.poll() is not None,
+                 timeout=timeout)
         reports = self.reports
         assert len(reports) >= count, f"exited early ({self.proc.returncode}):\n{self.stderr}"
         return reports
 
     def wait_stderr(self, text: str, timeout: float = WAIT_SECONDS) -> None:
-        wait_for(lambda: text in self.stderr, timeout, f"{text!r} on stderr")
+        wait_for(f"{text!r} on stderr", lambda: text in self.stderr, timeout=timeout)
 
     # -- web ------------------------------------------------------------------------------
 
-    def wait_serving(self, timeout: float = WAIT_SECONDS) -> None:
-        """Wait until /-/healthy answers (any status)."""
-        def answers() -> bool:
+    def _wait_answer(self, path: str, accept: Callable[[httpx.Response], bool], what: str,
+                     timeout: float) -> None:
+        def answered() -> bool:
             assert self.proc.poll() is None, f"exited ({self.proc.returncode}):\n{self.stderr}"
             try:
-                self.client.get("/-/healthy", timeout=1.0)
+                return accept(self.client.get(path, timeout=2.0))
             except httpx.TransportError:
                 return False
-            return True
 
-        wait_for(answers, timeout, "the web server")
+        wait_for(what, answered, timeout=timeout)
+
+    def wait_serving(self, timeout: float = WAIT_SECONDS) -> None:
+        """Wait until /-/healthy answers (any status)."""
+        self._wait_answer("/-/healthy", lambda _: True, "the web server", timeout)
+
+    def wait_ready(self, timeout: float = WAIT_SECONDS) -> None:
+        """Wait until /-/ready answers 200, i.e. the first check cycle completed."""
+        self._wait_answer("/-/ready", lambda response: response.status_code == 200,
+                          "the exporter's first cycle (/-/ready)", timeout)
 
     def get(self, path: str) -> httpx.Response:
         return self.client.get(path)
@@ -401,17 +495,11 @@ class ExporterProcess:
     def wait_metrics(self, predicate: Callable[[Metrics], bool],
                      timeout: float = WAIT_SECONDS, what: str = "metrics") -> Metrics:
         """Scrape until ``predicate`` holds for a scrape; return that scrape."""
-        found: list[Metrics] = []
-
-        def check() -> bool:
+        def check() -> Metrics | None:
             metrics = self.scrape()
-            if predicate(metrics):
-                found.append(metrics)
-                return True
-            return False
+            return metrics if predicate(metrics) else None
 
-        wait_for(check, timeout, what)
-        return found[0]
+        return wait_for(what, check, timeout=timeout)
 
     # -- life -----------------------------------------------------------------------------
 
@@ -425,6 +513,13 @@ class ExporterProcess:
             reader.join(timeout=10)
         return status
 
+    def stop_cleanly(self, timeout: float = 5.0) -> None:
+        """SIGTERM, and check DESIGN's promise: exit 0, the final report, no traceback."""
+        self.send(signal.SIGTERM)
+        assert self.wait(timeout) == 0, self.stderr
+        assert self.stdout.endswith("---\n"), self.stdout[-2000:]
+        assert "Traceback" not in self.stderr, self.stderr
+
     def fds(self) -> int:
         return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
 
@@ -434,12 +529,3 @@ class ExporterProcess:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1]) * 1024
         raise RuntimeError("no VmRSS in /proc/PID/status")
-
-
-def write_config(path: Path, endpoints: Sequence[tuple[str, str]]) -> Path:
-    """Write an endpoints file of (name, url) pairs."""
-    # JSON strings are valid YAML double-quoted scalars, whatever they contain.
-    lines = [f"- name: {json.dumps(name)}\n  url: {json.dumps(url)}" for name, url in endpoints]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
-

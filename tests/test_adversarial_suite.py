@@ -9,19 +9,11 @@ nothing prints a traceback.
 from __future__ import annotations
 
 import itertools
-import os
 import signal
-import socket
-import subprocess
-import sys
-import threading
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.adversarial.certs import CertKind
 from tests.adversarial.server import (
@@ -30,8 +22,8 @@ from tests.adversarial.server import (
     refused_port,
     serve_in_process,
 )
+from tests.targets import ExporterProcess, required_sample
 
-ROOT = Path(__file__).resolve().parent.parent
 INTERVAL = 2.0
 TIMEOUT = 1.5
 CYCLES = 5
@@ -73,64 +65,26 @@ def cases(server: RemoteServer) -> dict[str, tuple[str, str, str | None]]:
     }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
-
-
 def test_every_bad_server_classified_every_cycle(server: RemoteServer, tmp_path: Path) -> None:
     expected = cases(server)
     config = tmp_path / "adversarial.yaml"
     config.write_text("".join(f"- name: {n}\n  url: '{u}'\n" for n, (u, _, _) in expected.items()))
-    port = free_port()
     assert server.ca_path is not None
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "availability_exporter", str(config), "-f", str(INTERVAL),
-         "--probe.timeout", str(TIMEOUT), "--web.listen-address", f"127.0.0.1:{port}"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-        env={**os.environ, "SSL_CERT_FILE": server.ca_path},
-    )
-    report_times: list[float] = []
-    stderr: list[str] = []
-    threading.Thread(target=lambda: stderr.extend(proc.stderr or []), daemon=True).start()
-    try:
-        assert proc.stdout is not None
-        deadline = time.monotonic() + CYCLES * INTERVAL + 15
-        while len(report_times) < CYCLES and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            if line == "---\n":
-                report_times.append(time.monotonic())
-        assert len(report_times) == CYCLES, "".join(stderr)
-        scrape = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
-        rss = rss_mb(proc.pid)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(10)
-    assert proc.returncode == 0
-    assert "Traceback" not in "".join(stderr)
+    with ExporterProcess(config, "-f", str(INTERVAL), "--probe.timeout", str(TIMEOUT),
+                         env={"SSL_CERT_FILE": server.ca_path}) as proc:
+        reports = proc.wait_reports(CYCLES, timeout=CYCLES * INTERVAL + 15)
+        metrics = proc.scrape()
+        rss = proc.rss_bytes() / 2**20
+        proc.send(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    assert "Traceback" not in proc.stderr
 
     # Reports keep the interval: no drift, no stall behind the hanging targets.
-    gaps = [b - a for a, b in itertools.pairwise(report_times)]
+    gaps = [b.at - a.at for a, b in itertools.pairwise(reports[:CYCLES])]
     assert all(abs(gap - INTERVAL) <= 0.05 for gap in gaps), gaps
 
-    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
-    for family in text_string_to_metric_families(scrape.decode()):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-
     def value(name: str, **labels: str) -> float:
-        return samples[(name, tuple(sorted(labels.items())))]
+        return required_sample(metrics, name, **labels)
 
     cycles = value("availability_exporter_cycles_total")
     assert cycles == CYCLES

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from tests.helpers_http import ExporterProcess, exporter_process, refused_port, target_server
+from tests.adversarial import refused_port
 from tests.needs import binary
+from tests.targets import ExporterProcess, Targets
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -33,15 +34,15 @@ def require_browser() -> None:
 @pytest.fixture()
 def exporter(tmp_path: Path) -> Iterator[ExporterProcess]:
     require_browser()
-    with target_server() as server, refused_port() as port:
+    with Targets() as server:
         config = tmp_path / "endpoints.yaml"
         config.write_text(
             f"- name: fast ok\n  url: {server.url('/ok')}\n"
             f"- name: server error\n  url: {server.url('/error')}\n"
             f"- name: slow one\n  url: {server.url('/slow', host='localhost')}\n"
-            f"- name: refused\n  url: http://127.0.0.1:{port}/\n"
+            f"- name: refused\n  url: http://127.0.0.1:{refused_port()}/\n"
         )
-        with exporter_process(config, tmp_path, interval=INTERVAL) as process:
+        with ExporterProcess(config, "-f", str(INTERVAL)) as process:
             process.wait_ready()
             yield process
             process.stop_cleanly()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -13,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from tests.adversarial.server import serve_in_process
+from tests.targets import parse_reports
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTDATA = ROOT / "tests" / "testdata"
-REPORT_LINE = re.compile(r"^(\S+) has (\d+)% availability percentage$")
 
 
 def exporter(*args: str, timeout: float = 30, env: dict[str, str] | None = None,
@@ -28,17 +27,10 @@ def exporter(*args: str, timeout: float = 30, env: dict[str, str] | None = None,
     )
 
 
-def reports(stdout: str) -> list[list[str]]:
-    """Split stdout into reports (lists of lines), checking every line's format."""
-    out: list[list[str]] = [[]]
-    for line in stdout.splitlines():
-        if line == "---":
-            out.append([])
-        else:
-            assert REPORT_LINE.match(line), line
-            out[-1].append(line)
-    assert out[-1] == [], "stdout must end with ---"
-    return out[:-1]
+def reports(stdout: str) -> list[list[tuple[str, int]]]:
+    """Every report on stdout in order, as (domain, percentage) pairs; stdout ends with one."""
+    assert stdout.splitlines()[-1:] in ([], ["---"]), "stdout must end with ---"
+    return [list(report.items()) for report in parse_reports(stdout)]
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +97,7 @@ def test_env_sets_flags(base: str, tmp_path: Path) -> None:
     proc = exporter(env={"AVAILABILITY_EXPORTER_CONFIG": str(config),
                          "AVAILABILITY_EXPORTER_ONCE": "true"})
     assert proc.returncode == 0, proc.stderr
-    assert reports(proc.stdout) == [["127.0.0.1 has 100% availability percentage"]]
+    assert reports(proc.stdout) == [[("127.0.0.1", 100)]]
 
 
 def test_once_prints_one_report_per_domain_in_config_order(base: str, tmp_path: Path) -> None:
@@ -119,10 +111,7 @@ def test_once_prints_one_report_per_domain_in_config_order(base: str, tmp_path: 
     ]))
     proc = exporter("--once", str(config))
     assert proc.returncode == 1  # a2 is down
-    assert reports(proc.stdout) == [[
-        "localhost has 100% availability percentage",
-        "127.0.0.1 has 66% availability percentage",
-    ]]
+    assert reports(proc.stdout) == [[("localhost", 100), ("127.0.0.1", 66)]]
 
 
 def test_port_in_use_exits_2(base: str, tmp_path: Path) -> None:
@@ -143,8 +132,8 @@ def test_demo_reports_both_domains() -> None:
     got = reports(proc.stdout)
     assert len(got) >= 3  # at least two cycles plus the final report
     first = got[0]
-    assert first[0] == "127.0.0.1 has 50% availability percentage"  # the sample.yaml figure
-    assert first[1].startswith("localhost has ")
+    assert first[0] == ("127.0.0.1", 50)  # the sample.yaml figure
+    assert first[1][0] == "localhost"
     assert "Traceback" not in proc.stderr
 
 

@@ -24,8 +24,8 @@ import httpx
 import pytest
 import trustme
 
-from tests.helpers_http import exporter_process, free_port, target_server, wait_for
 from tests.needs import binary
+from tests.targets import ExporterProcess, Targets, free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "availability-exporter.json"
@@ -200,7 +200,7 @@ def test_every_panel_query_returns_data(tmp_path: Path) -> None:
     if not (ROOT / "src" / "availability_exporter" / "cli.py").exists():
         pytest.skip("the exporter's CLI is not there yet")
     config = tmp_path / "endpoints.yaml"
-    with target_server() as http, tls_target() as https:
+    with Targets() as http, tls_target() as https:
         config.write_text(
             f"- name: ok\n  url: {http.url('/ok')}\n"
             f"- name: error\n  url: {http.url('/error')}\n"
@@ -209,7 +209,7 @@ def test_every_panel_query_returns_data(tmp_path: Path) -> None:
             encoding="utf-8",
         )
         with (
-            exporter_process(config, tmp_path, interval=1) as exporter,
+            ExporterProcess(config, "-f", "1") as exporter,
             prometheus(tmp_path, exporter.port) as base,
         ):
             exprs = [(title, substitute(expr)) for title, expr in queries(load_dashboard())]

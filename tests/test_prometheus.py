@@ -23,16 +23,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers_http import (
-    ExporterProcess,
-    TargetServer,
-    exporter_process,
-    free_port,
-    parse_reports,
-    target_server,
-    wait_for,
-)
 from tests.needs import binary
+from tests.targets import ExporterProcess, Targets, free_port, parse_reports, wait_for
 
 # Endpoints per domain: each cycle adds exactly this many probes to the domain's total.
 PER_DOMAIN = {"127.0.0.1": 3, "localhost": 3}
@@ -42,7 +34,7 @@ PER_DOMAIN = {"127.0.0.1": 3, "localhost": 3}
 EXPORTER_INTERVAL = 1.25
 
 
-def endpoints_yaml(server: TargetServer) -> str:
+def endpoints_yaml(server: Targets) -> str:
     local = "localhost"
     return (
         f"- name: fast ok\n  url: {server.url('/ok')}\n"
@@ -112,10 +104,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ExporterPr
                                                                       Prometheus]]:
     prometheus_binary = binary("prometheus")
     tmp_path = tmp_path_factory.mktemp("prometheus")
-    with target_server() as server:
+    with Targets() as server:
         config = tmp_path / "endpoints.yaml"
         config.write_text(endpoints_yaml(server))
-        with exporter_process(config, tmp_path, interval=EXPORTER_INTERVAL) as exporter:
+        with ExporterProcess(config, "-f", str(EXPORTER_INTERVAL)) as exporter:
             exporter.wait_ready()
             prometheus = Prometheus(prometheus_binary, tmp_path,
                                     f"127.0.0.1:{exporter.port}")
@@ -129,7 +121,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ExporterPr
 
 def report_figure(exporter: ExporterProcess, cycle: int, domain: str) -> int | None:
     """The domain's percentage in the report printed after cycle ``cycle`` (1-based)."""
-    reports = parse_reports(exporter.stdout())
+    reports = parse_reports(exporter.stdout)
     return reports[cycle - 1][domain] if len(reports) >= cycle else None
 
 

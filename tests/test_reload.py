@@ -81,7 +81,7 @@ def cycles_match_reports(process: ExporterProcess) -> Metrics:
     metrics = process.scrape()
     cycles = sample(metrics, "availability_exporter_cycles_total")
     assert cycles is not None
-    wait_for(lambda: len(process.reports) >= cycles, 5.0, f"{cycles:g} reports")
+    wait_for(f"{cycles:g} reports", lambda: len(process.reports) >= cycles, timeout=5.0)
     assert len(process.reports) in (cycles, cycles + 1), (len(process.reports), cycles)
     # Endpoints present since the start were probed once per cycle (one may be in flight).
     for name in ("keep-up", "keep-down"):

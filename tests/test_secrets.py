@@ -9,15 +9,14 @@ redirect loops, bad redirect locations), a failed reload, every HTTP page, confi
 from __future__ import annotations
 
 import base64
-import os
+import contextlib
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.targets import ExporterProcess, Targets, refused_port
+from tests.adversarial import refused_port
+from tests.targets import ExporterProcess, Targets
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -115,26 +114,20 @@ INVALID: dict[str, str] = {
 
 
 def test_config_errors_never_show_a_secret(tmp_path: Path) -> None:
-    env = {**_base_env(), **ENV}
-    runs: list[tuple[str, subprocess.Popen[bytes]]] = []
-    for index, (case, content) in enumerate(INVALID.items()):
-        path = tmp_path / f"invalid-{index}.yaml"
-        path.write_text(content, encoding="utf-8")
-        for extra in (["--config.check"], ["--once"]):
-            runs.append((f"{case} {extra}", subprocess.Popen(
-                [sys.executable, "-m", "availability_exporter", *extra, str(path)],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-            )))
-    for case, proc in runs:
-        stdout, stderr = proc.communicate(timeout=60)
-        text = stdout.decode() + stderr.decode()
-        assert proc.returncode == 2, (case, text)
-        assert "invalid config" in text and "Traceback" not in text, (case, text)
-        assert_no_secret(case, text)
-
-
-def _base_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("AVAILABILITY_")}
+    with contextlib.ExitStack() as stack:
+        runs: list[tuple[str, ExporterProcess]] = []
+        for index, (case, content) in enumerate(INVALID.items()):
+            path = tmp_path / f"invalid-{index}.yaml"
+            path.write_text(content, encoding="utf-8")
+            for extra in ("--config.check", "--once"):
+                runs.append((f"{case} {extra}", stack.enter_context(
+                    ExporterProcess(path, extra, env=ENV, listen=False))))
+        for case, proc in runs:
+            status = proc.wait(timeout=60)
+            text = proc.stdout + proc.stderr
+            assert status == 2, (case, text)
+            assert "invalid config" in text and "Traceback" not in text, (case, text)
+            assert_no_secret(case, text)
 
 
 @pytest.mark.parametrize("log_format", ["text", "json"])
@@ -190,7 +183,7 @@ def test_secrets_stay_out_of_everything(tmp_path: Path, log_format: str) -> None
 
         # Positive control: the secrets did reach the targets, so the checks above could
         # have found them had they leaked.
-        wire = b"\n".join(targets.heads()).decode("latin-1")
+        wire = b"\n".join(request.head for request in targets.seen).decode("latin-1")
         for secret in SECRETS:
             if secret != PASSWORD:  # sent only inside the Basic token
                 assert secret in wire, secret

@@ -52,7 +52,8 @@ def test_stop_signal_during_a_slow_cycle(tmp_path: Path, sig: signal.Signals) ->
         with ExporterProcess(config, *SLOW_ARGS, "--state.file", str(state)) as proc:
             proc.wait_stderr("restored counts of 1000 endpoints")
             # Nearly every probe of the first cycle is waiting on its 3 s answer.
-            wait_for(lambda: targets.in_flight >= 0.9 * SLOW_ENDPOINTS, 20, "probes in flight")
+            wait_for("probes in flight", lambda: targets.in_flight >= 0.9 * SLOW_ENDPOINTS,
+                     timeout=20)
             signalled = time.monotonic()
             proc.send(sig)
             status = proc.wait(timeout=10)
@@ -60,7 +61,7 @@ def test_stop_signal_during_a_slow_cycle(tmp_path: Path, sig: signal.Signals) ->
         assert status == 0, proc.stderr[-3000:]
         assert took < 2.0, f"took {took:.2f}s to stop"
         # Nothing left hanging on the targets' side either.
-        wait_for(lambda: targets.in_flight == 0, 5, "the targets to see the probes go")
+        wait_for("the targets to see the probes go", lambda: targets.in_flight == 0, timeout=5)
 
     document = json.loads(state.read_text())
     assert state.stat().st_ino != inode, "the state file was not rewritten at exit"
@@ -75,7 +76,7 @@ def test_stop_signal_during_a_slow_cycle(tmp_path: Path, sig: signal.Signals) ->
     reports = proc.reports
     assert len(reports) == 1, proc.stdout
     assert reports[-1].domains == {"127.0.0.1": 100 * sum(ups) // sum(totals)}
-    assert proc.stdout.endswith("---")
+    assert proc.stdout.endswith("---\n")
     assert "Traceback" not in proc.stderr
 
 
@@ -115,8 +116,8 @@ def test_second_signal_exits_at_once(tmp_path: Path) -> None:
             os.replace(fifo, config)
             proc.send(signal.SIGHUP)
             if kernel_shows_wait_channels(proc.proc.pid):
-                wait_for(lambda: blocked_in_fifo_open(proc.proc.pid), 10,
-                         "the reload to block on the FIFO")
+                wait_for("the reload to block on the FIFO",
+                         lambda: blocked_in_fifo_open(proc.proc.pid), timeout=10)
             proc.send(signal.SIGTERM)
             proc.wait_stderr("stop requested")
             signalled = time.monotonic()

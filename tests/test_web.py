@@ -20,12 +20,12 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 from availability_exporter.daemon import Exporter
 from availability_exporter.settings import Settings
 from availability_exporter.web import App
-from tests.helpers_http import TargetServer, refused_port, target_server
+from tests.adversarial import refused_port
+from tests.targets import Metrics, Targets, parse_metrics, sample
 from tests.test_metrics import parse_openmetrics
 
 INTERVAL = 5.0
@@ -37,8 +37,10 @@ OPENMETRICS_ACCEPT = "application/openmetrics-text; version=1.0.0; charset=utf-8
 # -- fixtures ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class Targets:
-    server: TargetServer
+class Endpoints:
+    """The module's target server and refused port, as endpoint entries for config files."""
+
+    server: Targets
     refused: int
 
     def entries(self) -> dict[str, str]:
@@ -64,9 +66,9 @@ class Targets:
 
 
 @pytest.fixture(scope="module")
-def targets() -> Iterator[Targets]:
-    with target_server() as server, refused_port() as port:
-        yield Targets(server, port)
+def targets() -> Iterator[Endpoints]:
+    with Targets() as server:
+        yield Endpoints(server, refused_port())
 
 
 @pytest.fixture(autouse=True)
@@ -98,32 +100,22 @@ async def run_cycles(exporter: Exporter, count: int = 1) -> None:
     """Complete ``count`` more check cycles, back to back.
 
     One run() per cycle: each run starts its first tick at once, where a single run of several
-    cycles would wait a whole interval between them.  max_cycles counts all cycles so far.
+    cycles would wait a whole interval between them.
     """
     for _ in range(count):
         target = exporter.scheduler.cycle_stats.cycles + 1
-        await exporter.scheduler.run(exporter.stop, max_cycles=target)
+        await exporter.scheduler.run(exporter.stop, max_cycles=1)
         assert exporter.scheduler.cycle_stats.cycles == target
 
 
-async def get_metrics(client: httpx.AsyncClient) -> dict[tuple[str, frozenset[tuple[str, str]]],
-                                                          float]:
+async def get_metrics(client: httpx.AsyncClient) -> Metrics:
     response = await client.get("/metrics", headers={"Accept-Encoding": "identity"})
     assert response.status_code == 200
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in parse_text(response.text) for s in family.samples
-    }
+    return parse_metrics(response.text)
 
 
-def metric(found: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str,
-           **labels: str) -> float | None:
-    return found.get((name, frozenset(labels.items())))
-
-
-def probes(found: dict[tuple[str, frozenset[tuple[str, str]]], float], endpoint: str,
-           domain: str) -> dict[str, float | None]:
-    return {result: metric(found, "availability_probes_total", endpoint=endpoint, domain=domain,
+def probes(found: Metrics, endpoint: str, domain: str) -> dict[str, float | None]:
+    return {result: sample(found, "availability_probes_total", endpoint=endpoint, domain=domain,
                            result=result) for result in ("up", "degraded", "down")}
 
 
@@ -190,7 +182,7 @@ def write(path: Path, text: str) -> Path:
 
 # -- /metrics ---------------------------------------------------------------------------------
 
-def test_metrics_text_by_default(targets: Targets, tmp_path: Path) -> None:
+def test_metrics_text_by_default(targets: Endpoints, tmp_path: Path) -> None:
     config = write(tmp_path / "e.yaml", targets.config("fast ok", "server error", "slow one",
                                                        "refused"))
 
@@ -214,19 +206,19 @@ def test_metrics_text_by_default(targets: Targets, tmp_path: Path) -> None:
             for name, reason in (("server error", "status"), ("slow one", "slow"),
                                  ("refused", "connect")):
                 domain = "localhost" if name == "slow one" else "127.0.0.1"
-                assert metric(found, "availability_probe_failures_total", endpoint=name,
+                assert sample(found, "availability_probe_failures_total", endpoint=name,
                               domain=domain, reason=reason) == 1, name
-            assert metric(found, "availability_http_status_code", endpoint="server error",
+            assert sample(found, "availability_http_status_code", endpoint="server error",
                           domain="127.0.0.1") == 500
-            assert metric(found, "availability_ratio", domain="127.0.0.1") == 1 / 3
-            assert metric(found, "availability_ratio", domain="localhost") == 0.0
-            assert metric(found, "availability_exporter_cycles_total") == 1
-            assert metric(found, "availability_exporter_endpoints") == 4
+            assert sample(found, "availability_ratio", domain="127.0.0.1") == 1 / 3
+            assert sample(found, "availability_ratio", domain="localhost") == 0.0
+            assert sample(found, "availability_exporter_cycles_total") == 1
+            assert sample(found, "availability_exporter_endpoints") == 4
 
     run(body())
 
 
-def test_metrics_openmetrics_when_asked(targets: Targets, tmp_path: Path) -> None:
+def test_metrics_openmetrics_when_asked(targets: Endpoints, tmp_path: Path) -> None:
     config = write(tmp_path / "e.yaml", targets.config("fast ok", "server error"))
 
     async def body() -> None:
@@ -251,7 +243,7 @@ def _without_process_metrics(text: str) -> list[str]:
     return [line for line in text.splitlines() if "process_" not in line]
 
 
-def test_metrics_gzip_decompresses_to_the_same_text(targets: Targets, tmp_path: Path) -> None:
+def test_metrics_gzip_decompresses_to_the_same_text(targets: Endpoints, tmp_path: Path) -> None:
     config = write(tmp_path / "e.yaml", targets.config("fast ok", "server error"))
 
     async def body() -> None:
@@ -272,7 +264,7 @@ def test_metrics_gzip_decompresses_to_the_same_text(targets: Targets, tmp_path: 
 
 # -- the status pages ---------------------------------------------------------------------------
 
-def test_index_lists_every_endpoint_and_its_state(targets: Targets, tmp_path: Path) -> None:
+def test_index_lists_every_endpoint_and_its_state(targets: Endpoints, tmp_path: Path) -> None:
     names = ("fast ok", "server error", "slow one", "refused")
     config = write(tmp_path / "e.yaml", targets.config(*names))
 
@@ -305,7 +297,7 @@ def test_index_lists_every_endpoint_and_its_state(targets: Targets, tmp_path: Pa
     run(body())
 
 
-def test_endpoint_page_shows_results_reasons_and_errors(targets: Targets,
+def test_endpoint_page_shows_results_reasons_and_errors(targets: Endpoints,
                                                          tmp_path: Path) -> None:
     config = write(tmp_path / "e.yaml", targets.config("fast ok", "server error", "refused"))
 
@@ -345,7 +337,7 @@ def test_endpoint_page_shows_results_reasons_and_errors(targets: Targets,
 
 # -- health, readiness --------------------------------------------------------------------------
 
-def test_healthy_until_three_intervals_without_a_cycle(targets: Targets,
+def test_healthy_until_three_intervals_without_a_cycle(targets: Endpoints,
                                                        tmp_path: Path) -> None:
     config = write(tmp_path / "e.yaml", targets.config("fast ok"))
 
@@ -370,7 +362,7 @@ def test_healthy_until_three_intervals_without_a_cycle(targets: Targets,
     run(body())
 
 
-def test_ready_after_the_first_cycle(targets: Targets, tmp_path: Path) -> None:
+def test_ready_after_the_first_cycle(targets: Endpoints, tmp_path: Path) -> None:
     config = write(tmp_path / "e.yaml", targets.config("fast ok", "server error"))
 
     async def body() -> None:
@@ -384,7 +376,7 @@ def test_ready_after_the_first_cycle(targets: Targets, tmp_path: Path) -> None:
 
 # -- reload -------------------------------------------------------------------------------------
 
-def test_reload_adds_and_removes_endpoints_and_keeps_counts(targets: Targets,
+def test_reload_adds_and_removes_endpoints_and_keeps_counts(targets: Endpoints,
                                                             tmp_path: Path) -> None:
     config = write(tmp_path / "e.yaml", targets.config("fast ok", "server error"))
 
@@ -402,8 +394,8 @@ def test_reload_adds_and_removes_endpoints_and_keeps_counts(targets: Targets,
             assert not any(dict(labels).get("endpoint") == "server error"
                            for _, labels in found)
             # The domain now counts only endpoints of the current config: 1 up of 1.
-            assert metric(found, "availability_ratio", domain="127.0.0.1") == 1.0
-            assert metric(found, "availability_exporter_config_last_reload_successful") == 1
+            assert sample(found, "availability_ratio", domain="127.0.0.1") == 1.0
+            assert sample(found, "availability_exporter_config_last_reload_successful") == 1
             await run_cycles(exporter)
             found = await get_metrics(client)
             assert probes(found, "fast ok", "127.0.0.1")["up"] == 2
@@ -415,7 +407,7 @@ def test_reload_adds_and_removes_endpoints_and_keeps_counts(targets: Targets,
     run(body())
 
 
-def test_bad_reload_keeps_the_old_config_running(targets: Targets, tmp_path: Path) -> None:
+def test_bad_reload_keeps_the_old_config_running(targets: Endpoints, tmp_path: Path) -> None:
     good = targets.config("fast ok", "server error")
     config = write(tmp_path / "e.yaml", good)
 
@@ -429,7 +421,7 @@ def test_bad_reload_keeps_the_old_config_running(targets: Targets, tmp_path: Pat
             assert f"{config}:6" in response.text
             assert "server error" in response.text and "colour" in response.text
             found = await get_metrics(client)
-            assert metric(found, "availability_exporter_config_last_reload_successful") == 0
+            assert sample(found, "availability_exporter_config_last_reload_successful") == 0
             assert "reload failed" in (await client.get("/")).text
             await run_cycles(exporter)
             found = await get_metrics(client)
@@ -438,13 +430,13 @@ def test_bad_reload_keeps_the_old_config_running(targets: Targets, tmp_path: Pat
             write(config, good)
             assert (await client.post("/-/reload")).status_code == 200
             found = await get_metrics(client)
-            assert metric(found, "availability_exporter_config_last_reload_successful") == 1
+            assert sample(found, "availability_exporter_config_last_reload_successful") == 1
             assert probes(found, "fast ok", "127.0.0.1")["up"] == 2
 
     run(body())
 
 
-def test_reload_needs_post_and_unknown_paths_are_404(targets: Targets, tmp_path: Path) -> None:
+def test_reload_needs_post_and_unknown_paths_are_404(targets: Endpoints, tmp_path: Path) -> None:
     config = write(tmp_path / "e.yaml", targets.config("fast ok"))
 
     async def body() -> None:

@@ -6,7 +6,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,15 +14,10 @@ import httpx
 import pytest
 import trustme
 
+from tests.targets import ExporterProcess, wait_for
+
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "correct horse battery staple"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 @pytest.fixture(scope="module")
@@ -43,24 +37,16 @@ def exporter(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         f"basic_auth_users:\n  prometheus: '{digest}'\n"
     )
     (tmp / "endpoints.yaml").write_text("- {name: self, url: 'http://127.0.0.1:9/'}\n")
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "availability_exporter", str(tmp / "endpoints.yaml"),
-         "-f", "5", "--web.config.file", str(tmp / "web.yml"),
-         "--web.listen-address", f"127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT,
-    )
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.05)
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with ExporterProcess(tmp / "endpoints.yaml", "-f", "5",
+                         "--web.config.file", str(tmp / "web.yml")) as proc:
+        # Only TCP: a plain HTTP readiness check would not get through the TLS listener.
+        wait_for("the exporter to listen", lambda: listening(proc.port), timeout=15)
+        yield f"127.0.0.1:{proc.port}"
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def client(ca: trustme.CA) -> httpx.Client:

@@ -13,7 +13,8 @@ import resource
 import socket
 import sys
 import time
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from availability_exporter.config import ConfigError, Defaults, load_config
 from availability_exporter.daemon import Exporter
@@ -29,6 +30,7 @@ from availability_exporter.webconfig import WebConfig, WebConfigError, load_web_
 log = logging.getLogger("availability_exporter")
 
 EXIT_USAGE = 2
+T = TypeVar("T")
 
 
 class JsonFormatter(logging.Formatter):
@@ -156,13 +158,13 @@ def run(settings: Settings, sock: socket.socket | None, web_config: WebConfig) -
 
         return await exporter.run(web=None if settings.once else start_web)
 
-    return _event_loop_run(serve())
+    return run_event_loop(serve())
 
 
-def _event_loop_run(coro: Any) -> int:
+def run_event_loop(coro: Coroutine[Any, Any, T]) -> T:
     """Run on uvloop when installed (the `fast` extra): less CPU per probe, tighter latency."""
     try:
         import uvloop
     except ImportError:
-        return int(asyncio.run(coro))
-    return int(uvloop.run(coro))
+        return asyncio.run(coro)
+    return uvloop.run(coro)

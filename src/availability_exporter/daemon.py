@@ -223,7 +223,8 @@ class Exporter:
         gc.collect()
         gc.freeze()
         try:
-            await self.scheduler.run(self.stop, max_cycles=1 if settings.once else None)
+            await self.scheduler.run(self.stop, max_cycles=1 if settings.once else None,
+                                     spread=not settings.once)
         finally:
             self.stop.set()
             await self._shutdown(tasks)

@@ -89,8 +89,12 @@ class Scheduler:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._cycles: deque[_Cycle] = deque()
 
-    async def run(self, stop: asyncio.Event, *, max_cycles: int | None = None) -> None:
-        """Cycle until ``stop`` is set (or ``max_cycles`` completed); cancel what is in flight.
+    async def run(
+        self, stop: asyncio.Event, *, max_cycles: int | None = None, spread: bool = True,
+    ) -> None:
+        """Run cycles until ``stop`` is set, or until this call ran ``max_cycles`` of them.
+
+        ``spread=False`` starts every probe of a cycle at once (``--once``: nothing to pace).
 
         Cycle k is launched at its tick whether or not cycle k-1 has finished: a cycle whose
         last probes run into their timeouts may overlap the next one's first probes (each
@@ -119,7 +123,7 @@ class Scheduler:
                     k += skipped
                     tick = t0 + k * self.interval
                 self.cycle_stats.last_lag = max(start - tick, 0.0)
-                task = loop.create_task(self._cycle(tick, stop, spread=max_cycles != 1))
+                task = loop.create_task(self._cycle(tick, stop, spread=spread))
                 self._cycles.append(_Cycle(k, start, task))
                 task.add_done_callback(self._reap)
                 launched += 1

@@ -51,6 +51,7 @@ synchronous code with `serve_in_thread()`, which runs it on its own loop in a th
 from __future__ import annotations
 
 import asyncio
+import atexit
 import base64
 import contextlib
 import dataclasses
@@ -794,22 +795,37 @@ def serve_in_thread(
                 loop.close()
 
 
-def refused_port(attempts: int = 20) -> int:
-    """A 127.0.0.1 port where a connection is refused right now (checked, not assumed).
+# Bound and never listening: a connection to one of these ports is refused, and while the
+# socket stays bound no other program can take the port and turn the refusal into an answer.
+_REFUSING: list[socket.socket] = []
 
-    Another process may take the port later; the window is as short as it can be.
+
+def _release_refusing() -> None:
+    while _REFUSING:
+        _REFUSING.pop().close()
+
+
+atexit.register(_release_refusing)
+
+
+def refused_port(attempts: int = 20) -> int:
+    """A 127.0.0.1 port where a connection is refused (checked, not assumed).
+
+    The port stays reserved for the rest of this process: its socket is bound, never
+    listens, and is closed only at exit.
     """
     for _ in range(attempts):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.bind((_HOST, 0))
-            port: int = probe.getsockname()[1]
+        reserved = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        reserved.bind((_HOST, 0))
+        port: int = reserved.getsockname()[1]
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as client:
             client.settimeout(1.0)
             result = client.connect_ex((_HOST, port))
         if result == errno.ECONNREFUSED:
+            _REFUSING.append(reserved)
             return port
+        reserved.close()
     raise RuntimeError(f"no refusing port on {_HOST} found in {attempts} attempts")
-
 
 
 @dataclass(frozen=True)
