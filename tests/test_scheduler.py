@@ -145,3 +145,32 @@ def test_concurrency_bound_is_respected() -> None:
     stats = asyncio.run(go())
     assert peak <= 7
     assert all(s.total == 1 for s in stats)
+
+
+def test_overload_skips_ticks_instead_of_piling_up_cycles() -> None:
+    """Probes that take 2.5 intervals: never more than two cycles in flight, the rest missed."""
+    (ep,) = endpoints("http://x.example/", interval=0.2)
+    in_flight = 0
+    peak = 0
+
+    async def slow_probe(endpoint: Endpoint) -> ProbeResult:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.5)
+        in_flight -= 1
+        return result(State.UP)
+
+    async def go() -> Scheduler:
+        stats = Stats()
+        stats.apply([ep])
+        scheduler = Scheduler(stats=stats, probe=slow_probe, interval=0.2, concurrency=10)
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(2.1, stop.set)
+        await scheduler.run(stop)
+        return scheduler
+
+    scheduler = asyncio.run(go())
+    assert peak == 2
+    assert scheduler.cycle_stats.missed >= 3
+    assert scheduler.cycle_stats.cycles + scheduler.cycle_stats.missed >= 8

@@ -31,6 +31,9 @@ START_SPACING = 0.001
 # before the next tick and reports keep their rhythm.
 WINDOW_SHARE = 0.9
 
+# A cycle's stragglers may overlap the next cycle; a third cycle in flight means overload.
+MAX_CYCLES_IN_FLIGHT = 2
+
 ProbeFunc = Callable[[Endpoint], Awaitable[ProbeResult]]
 
 
@@ -123,6 +126,16 @@ class Scheduler:
                     k += skipped
                     tick = t0 + k * self.interval
                 self.cycle_stats.last_lag = max(start - tick, 0.0)
+                if len(self._cycles) >= MAX_CYCLES_IN_FLIGHT:
+                    # Overloaded: more probes than the process completes per interval.
+                    # Skipping (and counting) the tick keeps memory bounded.
+                    self.cycle_stats.missed += 1
+                    log.warning(
+                        "skipped check cycle %d: %d earlier cycles are still running",
+                        k, len(self._cycles),
+                    )
+                    k += 1
+                    continue
                 task = loop.create_task(self._cycle(tick, stop, spread=spread))
                 self._cycles.append(_Cycle(k, start, task))
                 task.add_done_callback(self._reap)
