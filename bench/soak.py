@@ -178,6 +178,8 @@ def run(args: argparse.Namespace) -> int:
             endpoint_mix(args.endpoints, targets, adversarial, refused_port()),
         )
         command = ["-f", str(args.interval), "--state.file", str(Path(tmp) / "state.json")]
+        if args.timeout is not None:
+            command += ["--probe.timeout", str(args.timeout)]
         print(f"soak: {args.endpoints} endpoints, interval {args.interval:g}s, "
               f"{args.duration:g}s", flush=True)
         samples: list[Sample] = []
@@ -230,6 +232,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=3600.0, help="seconds (3600)")
     parser.add_argument("--interval", type=float, default=15.0, help="probe interval (15)")
     parser.add_argument("--endpoints", type=int, default=1000, help="how many (1000)")
+    parser.add_argument(
+        "--timeout", type=float, default=None,
+        help="probe timeout (the exporter's default); short enough that window + timeout < "
+             "interval, no probe is in flight when a report prints, so each sample's fd count "
+             "is exact")
     parser.add_argument("--warmup", type=int, default=None,
                         help="cycles before the RSS and fd baseline (21, at most a third)")
     parser.add_argument("--json", default=None, help="write every sample and verdict here")

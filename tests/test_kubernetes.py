@@ -184,8 +184,8 @@ def test_probes_state_and_resources(statefulset: Manifest) -> None:
     assert container["readinessProbe"]["httpGet"]["path"] == "/-/ready"
     assert container["livenessProbe"]["httpGet"]["path"] == "/-/healthy"
     assert container["resources"] == {
-        "requests": {"cpu": "250m", "memory": "128Mi"},
-        "limits": {"cpu": "1000m", "memory": "256Mi"},
+        "requests": {"cpu": "700m", "memory": "192Mi"},
+        "limits": {"cpu": "1500m", "memory": "384Mi"},
     }
 
     state_file = Path(_flag(container["args"], "--state.file"))
