@@ -301,5 +301,9 @@ def test_counts_survive_sigkill_and_restart(tmp_path: Path) -> None:
                 assert kept is not None and kept >= saved2[name]
             third.wait_stderr("restored counts of 3 endpoints")
             third.wait_reports(1)
+            # The state write after a report runs in the background; a clean stop always
+            # writes it (a SIGKILL right after the report could beat that write).
+            third.send(signal.SIGTERM)
+            assert third.wait() == 0
         final = json.loads(state.read_text())
         assert {e["name"] for e in final["endpoints"]} == {"ok-1", "ok-2", "ok-3", "switch"}
