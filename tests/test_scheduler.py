@@ -127,18 +127,27 @@ def test_stop_cancels_the_cycle_in_flight() -> None:
     assert took < 2.5
 
 
+class SleepingProbe:
+    """A fake probe that takes ``seconds`` and records the most probes in flight at once."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.in_flight = 0
+        self.peak = 0
+
+    async def __call__(self, endpoint: Endpoint) -> ProbeResult:
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            await asyncio.sleep(self.seconds)
+        finally:
+            self.in_flight -= 1
+        return result(State.UP)
+
+
 def test_concurrency_bound_is_respected() -> None:
     eps = endpoints(*[f"http://h{i}.example/" for i in range(50)], interval=5)
-    in_flight = 0
-    peak = 0
-
-    async def probe(endpoint: Endpoint) -> ProbeResult:
-        nonlocal in_flight, peak
-        in_flight += 1
-        peak = max(peak, in_flight)
-        await asyncio.sleep(0.01)
-        in_flight -= 1
-        return result(State.UP)
+    probe = SleepingProbe(0.01)
 
     async def go() -> Stats:
         stats = Stats()
@@ -148,34 +157,25 @@ def test_concurrency_bound_is_respected() -> None:
         return stats
 
     stats = asyncio.run(go())
-    assert peak <= 7
+    assert probe.peak <= 7
     assert all(s.total == 1 for s in stats)
 
 
 def test_overload_skips_ticks_instead_of_piling_up_cycles() -> None:
     """Probes that take 2.5 intervals: never more than two cycles in flight, the rest missed."""
     (ep,) = endpoints("http://x.example/", interval=0.2)
-    in_flight = 0
-    peak = 0
-
-    async def slow_probe(endpoint: Endpoint) -> ProbeResult:
-        nonlocal in_flight, peak
-        in_flight += 1
-        peak = max(peak, in_flight)
-        await asyncio.sleep(0.5)
-        in_flight -= 1
-        return result(State.UP)
+    probe = SleepingProbe(0.5)
 
     async def go() -> Scheduler:
         stats = Stats()
         stats.apply([ep])
-        scheduler = Scheduler(stats=stats, probe=slow_probe, interval=0.2, concurrency=10)
+        scheduler = Scheduler(stats=stats, probe=probe, interval=0.2, concurrency=10)
         stop = asyncio.Event()
         asyncio.get_running_loop().call_later(2.1, stop.set)
         await scheduler.run(stop)
         return scheduler
 
     scheduler = asyncio.run(go())
-    assert peak == 2
+    assert probe.peak == 2
     assert scheduler.cycle_stats.missed >= 3
     assert scheduler.cycle_stats.cycles + scheduler.cycle_stats.missed >= 8
