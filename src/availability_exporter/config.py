@@ -306,11 +306,12 @@ class _EndpointBuilder:
         if self.problems or name is None or url is None:
             return None
         raw_url, target = url
-        has_userinfo = urlsplit(raw_url).password
-        if has_userinfo:
-            self.secrets.append(has_userinfo)
-            user = urlsplit(raw_url).username or ""
-            token = base64.b64encode(f"{user}:{has_userinfo}".encode()).decode("ascii")
+        parts = urlsplit(raw_url)
+        if parts.password:
+            # Credentials in the URL become an Authorization header, as httpx would send.
+            self.secrets.append(parts.password)
+            credentials = f"{parts.username or ''}:{parts.password}"
+            token = base64.b64encode(credentials.encode()).decode("ascii")
             headers = (("Authorization", f"Basic {token}"), *headers)
             self.secrets.append(token)
         return Endpoint(

@@ -12,7 +12,7 @@ platform collectors live on an explicit ``CollectorRegistry`` and are appended t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -195,10 +195,6 @@ def wants_openmetrics(accept: str) -> bool:
         part.split(";")[0].strip() == "application/openmetrics-text"
         for part in accept.split(",")
     )
-
-
-def family_names() -> Iterable[str]:
-    return [f.name for f in FAMILIES] + [RATIO.name]
 
 
 class ExporterCollector(Collector):

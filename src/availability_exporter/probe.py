@@ -27,7 +27,6 @@ import contextlib
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -222,9 +221,6 @@ class _Trace:
         for step, began in self.started.items():
             self.phases[self._PHASE_OF[step]] += now - began
         self.started.clear()
-
-
-SendFunc = Callable[[httpcore.Request, bool], Awaitable[httpcore.Response]]
 
 
 def make_ssl_context(*, verify: bool, ca_file: str | None = None) -> ssl.SSLContext:

@@ -13,12 +13,11 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from availability_exporter.config import Endpoint
-from availability_exporter.probe import PHASES, REASONS, STATES, ProbeResult, State
+from availability_exporter.probe import REASONS, STATES, ProbeResult, State
 
 HISTORY = 20
 BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _REASON_INDEX = {reason: i for i, reason in enumerate(REASONS)}
-_PHASE_COUNT = len(PHASES)
 
 
 _RECORD = struct.Struct("<dd5dHBb")  # finished_at, duration, phases, status, state, reason
