@@ -361,6 +361,26 @@ def endpoint_names(metrics: Metrics) -> set[str]:
 # -- the exporter ----------------------------------------------------------------------------
 
 
+def exporter_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The caller's environment without AVAILABILITY_*, plus ``extra``.
+
+    Settings read AVAILABILITY_EXPORTER_*; a stray one in the caller's environment must not
+    change what a test runs.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AVAILABILITY_")}
+    env.update(extra or {})
+    return env
+
+
+def run_exporter(*args: str, timeout: float = 30, env: dict[str, str] | None = None,
+                 ) -> subprocess.CompletedProcess[str]:
+    """``python -m availability_exporter ARGS`` to completion, output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "availability_exporter", *args],
+        capture_output=True, text=True, timeout=timeout, env=exporter_env(env), check=False,
+    )
+
+
 class ExporterProcess:
     """``python -m availability_exporter CONFIG ARGS...`` listening on a free local port.
 
@@ -377,14 +397,10 @@ class ExporterProcess:
         if listen:
             command += ["--web.listen-address", f"{HOST}:{self.port}"]
         command += list(args)
-        # Settings also read AVAILABILITY_EXPORTER_*; a stray one in the caller's environment
-        # must not change what the test runs.
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("AVAILABILITY_")}
-        full_env.update(env or {})
         self.command = command
         self.proc = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=full_env,
+            env=exporter_env(env),
         )
         self._lock = threading.Lock()
         self._stdout: list[str] = []

@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.adversarial.server import serve_in_process
-from tests.targets import parse_reports
+from tests.targets import parse_reports, run_exporter
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTDATA = ROOT / "tests" / "testdata"
-
-
-def exporter(*args: str, timeout: float = 30, env: dict[str, str] | None = None,
-             ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "availability_exporter", *args],
-        capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def reports(stdout: str) -> list[list[tuple[str, int]]]:
@@ -51,7 +39,7 @@ INVALID = sorted(TESTDATA.glob("invalid-*.yaml"))
 @pytest.mark.parametrize("path", INVALID, ids=[p.stem for p in INVALID])
 def test_bad_config_exits_2_with_every_message(path: Path) -> None:
     for args in (["--config.check", str(path)], ["--once", str(path)]):
-        proc = exporter(*args)
+        proc = run_exporter(*args)
         assert proc.returncode == 2, proc
         assert "Traceback" not in proc.stderr
         assert proc.stdout == ""
@@ -61,14 +49,14 @@ def test_bad_config_exits_2_with_every_message(path: Path) -> None:
 
 
 def test_missing_config_file_exits_2() -> None:
-    proc = exporter("--once", "/nonexistent/endpoints.yaml")
+    proc = run_exporter("--once", "/nonexistent/endpoints.yaml")
     assert proc.returncode == 2
     assert "/nonexistent/endpoints.yaml: cannot read the config file" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
 def test_config_check_ok() -> None:
-    proc = exporter("--config.check", str(ROOT / "examples" / "sample.yaml"))
+    proc = run_exporter("--config.check", str(ROOT / "examples" / "sample.yaml"))
     assert proc.returncode == 0
     assert proc.stdout.endswith("OK, 4 endpoints, 1 domains\n")
 
@@ -86,7 +74,7 @@ def test_config_check_ok() -> None:
      "--probe.interval: Input should be greater than 0"),
 ])
 def test_bad_flags_and_env_exit_2(args: list[str], env: dict[str, str], message: str) -> None:
-    proc = exporter(*args, env=env)
+    proc = run_exporter(*args, env=env)
     assert proc.returncode == 2, proc
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -94,7 +82,7 @@ def test_bad_flags_and_env_exit_2(args: list[str], env: dict[str, str], message:
 
 def test_env_sets_flags(base: str, tmp_path: Path) -> None:
     config = write(tmp_path, f"- {{name: ok, url: '{base}/ok'}}\n")
-    proc = exporter(env={"AVAILABILITY_EXPORTER_CONFIG": str(config),
+    proc = run_exporter(env={"AVAILABILITY_EXPORTER_CONFIG": str(config),
                          "AVAILABILITY_EXPORTER_ONCE": "true"})
     assert proc.returncode == 0, proc.stderr
     assert reports(proc.stdout) == [[("127.0.0.1", 100)]]
@@ -109,7 +97,7 @@ def test_once_prints_one_report_per_domain_in_config_order(base: str, tmp_path: 
         f"- {{name: b2, url: 'http://LOCALHOST:{port}/status?code=201'}}\n",
         f"- {{name: a3, url: '{base}/ok'}}\n",
     ]))
-    proc = exporter("--once", str(config))
+    proc = run_exporter("--once", str(config))
     assert proc.returncode == 1  # a2 is down
     assert reports(proc.stdout) == [[("localhost", 100), ("127.0.0.1", 66)]]
 
@@ -120,14 +108,14 @@ def test_port_in_use_exits_2(base: str, tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         address = f"127.0.0.1:{taken.getsockname()[1]}"
-        proc = exporter("-r", "1", "--web.listen-address", address, str(config))
+        proc = run_exporter("-r", "1", "--web.listen-address", address, str(config))
     assert proc.returncode == 2
     assert f"cannot listen on {address}" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
 def test_demo_reports_both_domains() -> None:
-    proc = exporter("--demo", "-f", "1", "-r", "2.5", "--web.listen-address", "127.0.0.1:0")
+    proc = run_exporter("--demo", "-f", "1", "-r", "2.5", "--web.listen-address", "127.0.0.1:0")
     assert proc.returncode == 0, proc.stderr
     got = reports(proc.stdout)
     assert len(got) >= 3  # at least two cycles plus the final report
@@ -141,7 +129,7 @@ def test_json_logs_are_json(base: str, tmp_path: Path) -> None:
     import json
 
     config = write(tmp_path, f"- {{name: ok, url: '{base}/ok'}}\n")
-    proc = exporter("--once", "--log.format", "json", "--log.level", "debug", str(config))
+    proc = run_exporter("--once", "--log.format", "json", "--log.level", "debug", str(config))
     assert proc.returncode == 0
     lines = [json.loads(line) for line in proc.stderr.splitlines()]
     assert lines and all({"ts", "level", "logger", "msg"} <= set(entry) for entry in lines)

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import glob
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
@@ -25,6 +23,7 @@ import pytest
 import yaml
 
 from tests.needs import binary
+from tests.targets import run_exporter
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"
@@ -142,7 +141,6 @@ def test_every_bind_mounted_host_path_exists(services: dict[str, Service]) -> No
 
 
 def test_exporter_configs_are_mounted_and_valid(services: dict[str, Service]) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AVAILABILITY_EXPORTER_")}
     state_volumes: list[str] = []
     config_files: set[Path] = set()
     for name, exporter in _exporters(services).items():
@@ -155,14 +153,7 @@ def test_exporter_configs_are_mounted_and_valid(services: dict[str, Service]) ->
         state_volumes.append(volume.split(":")[0])
     assert len(set(state_volumes)) == len(state_volumes), "exporters must not share a state file"
     for config_file in sorted(config_files):
-        result = subprocess.run(
-            [sys.executable, "-m", "availability_exporter", "--config.check", str(config_file)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=env,
-            check=False,
-        )
+        result = run_exporter("--config.check", str(config_file))
         assert result.returncode == 0, result.stderr
 
 

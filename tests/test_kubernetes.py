@@ -9,7 +9,6 @@ rely on.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -23,6 +22,7 @@ import pytest
 import yaml
 
 from tests.needs import binary
+from tests.targets import run_exporter
 
 REPO = Path(__file__).resolve().parent.parent
 BASE = REPO / "deploy" / "kubernetes"
@@ -150,15 +150,7 @@ def test_configmap_endpoints_pass_config_check(
     assert config_path.name in data, f"ConfigMap has no key {config_path.name}"
     endpoints = tmp_path / config_path.name
     endpoints.write_text(data[config_path.name], encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AVAILABILITY_EXPORTER_")}
-    result = subprocess.run(
-        [sys.executable, "-m", "availability_exporter", "--config.check", str(endpoints)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        check=False,
-    )
+    result = run_exporter("--config.check", str(endpoints))
     assert result.returncode == 0, result.stderr
 
 
