@@ -1,7 +1,8 @@
 """One probe: classification, reasons, phases, deadlines and byte-exact requests.
 
-respx (mocking httpcore, the layer the prober drives) covers what a mock can show; a real
-misbehaving server on 127.0.0.1 (tests/adversarial) covers what only a socket can.
+Everything runs through `Prober().probe(endpoint)` against a real misbehaving server on
+127.0.0.1 (tests/adversarial), which also logs each request as it arrived, so what is sent is
+checked on the wire, whatever HTTP engine the prober uses.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
-import respx
 
 from availability_exporter.config import Defaults, Endpoint, parse_config
 from availability_exporter.probe import (
@@ -32,6 +33,7 @@ from tests.adversarial.certs import CertKind, CertSet, make_certs
 from tests.adversarial.server import (
     UNRESOLVABLE_HOST,
     AdversarialServer,
+    Request,
     refused_port,
     serve_in_thread,
 )
@@ -75,94 +77,7 @@ def test_judge(status: int, duration: float, threshold: float, state: State,
     assert judge(status, duration, threshold) == (state, reason)
 
 
-# -- respx: what the request looks like and how answers are read ----------------------------
-
-@pytest.fixture
-def mock() -> Iterator[respx.MockRouter]:
-    with respx.mock(using="httpcore", assert_all_called=False) as router:
-        yield router
-
-
-def test_2xx_is_up(mock: respx.MockRouter) -> None:
-    mock.get("http://svc.example/").respond(200, text="ok")
-    result = run(endpoint("http://svc.example/"))
-    assert (result.state, result.reason, result.status_code) == (State.UP, None, 200)
-
-
-@pytest.mark.parametrize("status", [400, 404, 422, 500, 503])
-def test_non_2xx_is_down_with_status(mock: respx.MockRouter, status: int) -> None:
-    mock.get("http://svc.example/").respond(status)
-    result = run(endpoint("http://svc.example/"))
-    assert (result.state, result.reason, result.status_code) == (State.DOWN, "status", status)
-    assert result.error == f"HTTP status {status}"
-
-
-def test_redirects_are_followed(mock: respx.MockRouter) -> None:
-    mock.get("http://svc.example/a").respond(301, headers={"Location": "/b"})
-    mock.get("http://svc.example/b").respond(302, headers={"Location": "http://other.example/c"})
-    mock.get("http://other.example/c").respond(200)
-    result = run(endpoint("http://svc.example/a"))
-    assert (result.state, result.status_code, result.redirects) == (State.UP, 200, 2)
-
-
-def test_redirect_not_followed_when_disabled(mock: respx.MockRouter) -> None:
-    mock.get("http://svc.example/a").respond(302, headers={"Location": "/b"})
-    result = run(endpoint("http://svc.example/a", follow_redirects=False))
-    assert (result.state, result.reason, result.status_code) == (State.DOWN, "status", 302)
-
-
-def test_redirect_loop_is_redirects(mock: respx.MockRouter) -> None:
-    route = mock.get("http://svc.example/loop").respond(302, headers={"Location": "/loop"})
-    result = run(endpoint("http://svc.example/loop"))
-    assert (result.state, result.reason) == (State.DOWN, "redirects")
-    assert route.call_count == MAX_REDIRECTS + 1
-
-
-def test_303_after_post_becomes_get_without_body(mock: respx.MockRouter) -> None:
-    mock.post("http://svc.example/form").respond(303, headers={"Location": "/done"})
-    done = mock.get("http://svc.example/done").respond(200)
-    result = run(endpoint("http://svc.example/form", method="POST", body='{"a":1}'))
-    assert result.state is State.UP
-    assert done.calls.last.request.content == b""
-
-
-def test_authorization_is_dropped_on_cross_origin_redirect(mock: respx.MockRouter) -> None:
-    mock.get("http://svc.example/a").respond(302, headers={"Location": "http://evil.example/"})
-    evil = mock.get("http://evil.example/").respond(200)
-    run(endpoint("http://svc.example/a", headers={"Authorization": "Bearer t0ken", "X-A": "1"}))
-    sent = evil.calls.last.request.headers
-    assert "authorization" not in sent and sent["x-a"] == "1"
-
-
-def test_body_and_headers_sent_byte_for_byte(mock: respx.MockRouter) -> None:
-    route = mock.post("http://svc.example/body").respond(200)
-    body = '{"foo":"bar", "ü": [1, 2]}'
-    run(endpoint("http://svc.example/body", method="post", body=body,
-                 headers={"content-type": "application/json", "X-Trace": "a b  c"}))
-    request = route.calls.last.request
-    assert request.method == "POST"
-    assert request.content == body.encode()
-    assert request.headers["content-type"] == "application/json"
-    assert request.headers["x-trace"] == "a b  c"
-    assert request.headers["content-length"] == str(len(body.encode()))
-
-
-def test_missing_method_is_get_and_lower_case_is_upper(mock: respx.MockRouter) -> None:
-    get = mock.get("http://svc.example/").respond(200)
-    delete = mock.delete("http://svc.example/").respond(200)
-    run(endpoint("http://svc.example/"))
-    run(endpoint("http://svc.example/", method="delete"))
-    assert get.call_count == 1 and delete.call_count == 1
-    assert get.calls.last.request.content == b""
-
-
-def test_connection_close_unless_keep_alive(mock: respx.MockRouter) -> None:
-    route = mock.get("http://svc.example/").respond(200)
-    run(endpoint("http://svc.example/"))
-    assert route.calls.last.request.headers["connection"] == "close"
-
-
-# -- a real misbehaving server ---------------------------------------------------------------
+# -- the server: real sockets on 127.0.0.1 -------------------------------------------------
 
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> CertSet:
@@ -178,6 +93,174 @@ def server(certs: CertSet) -> Iterator[AdversarialServer]:
 def probe_url(url: str, *, ca: Path | None = None, **extra: object) -> ProbeResult:
     return run(endpoint(url, **extra), Prober(ca_file=str(ca) if ca else None))
 
+
+# -- what the server receives, and how its answers are read ---------------------------------
+# Through Prober.probe only, against a real server on 127.0.0.1 that logs each request as it
+# arrived (tests/adversarial); 127.0.0.1 and localhost are two origins on the same port.
+
+
+def values(request: Request, name: str) -> list[bytes]:
+    """Every value of header `name` (case-insensitive) in `request`, in the order received."""
+    wanted = name.lower().encode("ascii")
+    return [value for key, value in request.headers if key.lower() == wanted]
+
+
+def redirect_to(location: str, code: int = 302) -> str:
+    """Path and query of the server's answer `code` with `Location: location` (sent verbatim)."""
+    return "/redirect-to?" + urlencode({"code": code, "location": location})
+
+
+def test_2xx_is_up(server: AdversarialServer) -> None:
+    with server.recording() as log:
+        result = probe_url(server.url("/ok"))
+    assert (result.state, result.reason, result.status_code) == (State.UP, None, 200)
+    assert [r.target for r in log.requests] == ["/ok"]
+
+
+@pytest.mark.parametrize("status", [400, 404, 422, 500, 503])
+def test_non_2xx_is_down_with_status(server: AdversarialServer, status: int) -> None:
+    result = probe_url(server.url(f"/status?code={status}"))
+    assert (result.state, result.reason, result.status_code) == (State.DOWN, "status", status)
+    assert result.error == f"HTTP status {status}"
+
+
+def test_redirects_are_followed(server: AdversarialServer) -> None:
+    # 301 to a relative Location, then 302 to an absolute one on another origin, then 200.
+    second = redirect_to(server.url("/ok", host="localhost"), 302)
+    first = redirect_to(second, 301)
+    with server.recording() as log:
+        result = probe_url(server.url(first))
+    assert (result.state, result.status_code, result.redirects) == (State.UP, 200, 2)
+    port = server.port
+    assert [(r.method, values(r, "host"), r.target) for r in log.requests] == [
+        ("GET", [f"127.0.0.1:{port}".encode()], first),
+        ("GET", [f"127.0.0.1:{port}".encode()], second),
+        ("GET", [f"localhost:{port}".encode()], "/ok"),
+    ]
+
+
+def test_redirect_not_followed_when_disabled(server: AdversarialServer) -> None:
+    with server.recording() as log:
+        result = probe_url(server.url(redirect_to("/ok")), follow_redirects=False)
+    assert (result.state, result.reason, result.status_code) == (State.DOWN, "status", 302)
+    assert result.redirects == 0
+    assert [r.target for r in log.requests] == [redirect_to("/ok")]
+
+
+def test_redirect_loop_is_redirects(server: AdversarialServer) -> None:
+    with server.recording() as log:
+        result = probe_url(server.url("/redirect-loop"))
+    assert (result.state, result.reason) == (State.DOWN, "redirects")
+    assert result.error
+    assert [r.target for r in log.requests] == ["/redirect-loop"] * (MAX_REDIRECTS + 1)
+
+
+def test_303_after_post_becomes_get_without_body(server: AdversarialServer) -> None:
+    with server.recording() as log:
+        result = probe_url(server.url(redirect_to("/ok", 303)), method="POST", body='{"a":1}')
+    assert (result.state, result.redirects) == (State.UP, 1)
+    post, get = log.requests
+    assert (post.method, post.body, values(post, "content-length")) == ("POST", b'{"a":1}', [b"7"])
+    assert (get.method, get.target, get.body) == ("GET", "/ok", b"")
+    assert values(get, "content-length") == [] and values(get, "transfer-encoding") == []
+
+
+@pytest.mark.parametrize(("code", "method", "body"), [
+    (301, "GET", b""), (302, "GET", b""), (303, "GET", b""),
+    (307, "POST", b'{"a":1}'), (308, "POST", b'{"a":1}'),
+])
+def test_post_redirect_method_and_body(server: AdversarialServer, code: int, method: str,
+                                       body: bytes) -> None:
+    # 301/302/303 turn a POST into a body-less GET (as browsers do); 307/308 repeat it as is.
+    with server.recording() as log:
+        result = probe_url(server.url(redirect_to("/ok", code)), method="POST", body='{"a":1}')
+    assert (result.state, result.redirects) == (State.UP, 1)
+    _, again = log.requests
+    assert (again.method, again.target, again.body) == (method, "/ok", body)
+    assert values(again, "content-length") == ([str(len(body)).encode()] if body else [])
+
+
+def test_authorization_is_dropped_on_cross_origin_redirect(server: AdversarialServer) -> None:
+    location = server.url("/ok", host="localhost")
+    with server.recording() as log:
+        result = probe_url(server.url(redirect_to(location)),
+                           headers={"Authorization": "Bearer t0ken", "X-A": "1"})
+    assert (result.state, result.redirects) == (State.UP, 1)
+    first, second = log.requests
+    assert values(first, "authorization") == [b"Bearer t0ken"] and values(first, "x-a") == [b"1"]
+    assert values(second, "host") == [f"localhost:{server.port}".encode()]
+    assert values(second, "authorization") == [] and values(second, "x-a") == [b"1"]
+
+
+def test_authorization_is_kept_on_same_origin_redirect(server: AdversarialServer) -> None:
+    with server.recording() as log:
+        result = probe_url(server.url(redirect_to(server.url("/ok"))),
+                           headers={"Authorization": "Bearer t0ken"})
+    assert (result.state, result.redirects) == (State.UP, 1)
+    assert [values(r, "authorization") for r in log.requests] == [[b"Bearer t0ken"]] * 2
+
+
+def test_body_and_headers_sent_byte_for_byte(server: AdversarialServer) -> None:
+    body = '{"foo":"bar", "ü": [1, 2]}'
+    with server.recording() as log:
+        result = probe_url(server.url("/echo"), method="post", body=body,
+                           headers={"content-type": "application/json", "X-Trace": "a b  c"})
+    assert result.state is State.UP
+    (request,) = log.requests
+    assert request.method == "POST"
+    assert request.body == body.encode("utf-8")
+    # Names as configured (case included), values unchanged (inner spaces included), once each.
+    assert [(k, v) for k, v in request.headers if k.lower() in (b"content-type", b"x-trace")] == [
+        (b"content-type", b"application/json"), (b"X-Trace", b"a b  c"),
+    ]
+    assert values(request, "content-length") == [str(len(body.encode("utf-8"))).encode()]
+
+
+def test_missing_method_is_get_and_lower_case_is_upper(server: AdversarialServer) -> None:
+    with server.recording() as log:
+        probe_url(server.url("/ok"))
+        probe_url(server.url("/ok"), method="delete")
+    get, delete = log.requests
+    assert get.head.startswith(b"GET /ok HTTP/1.1\r\n")
+    assert delete.head.startswith(b"DELETE /ok HTTP/1.1\r\n")
+    for request in (get, delete):
+        assert request.body == b""
+        assert values(request, "content-length") == values(request, "transfer-encoding") == []
+
+
+def test_connection_close_unless_keep_alive(server: AdversarialServer) -> None:
+    with server.recording() as log:
+        probe_url(server.url("/ok"))
+        run(endpoint(server.url("/ok")), Prober(keep_alive=True))
+    closing, kept = log.requests
+    assert [v.lower() for v in values(closing, "connection")] == [b"close"]
+    assert all(b"close" not in v.lower() for v in values(kept, "connection"))
+    for request in (closing, kept):
+        (agent,) = values(request, "user-agent")
+        assert agent
+
+
+def test_user_agent_can_be_replaced(server: AdversarialServer) -> None:
+    with server.recording() as log:
+        probe_url(server.url("/ok"), headers={"User-Agent": "checker/2"})
+    (request,) = log.requests
+    assert values(request, "user-agent") == [b"checker/2"]
+
+
+def test_host_header_carries_a_non_default_port(server: AdversarialServer,
+                                                certs: CertSet) -> None:
+    with server.recording() as log:
+        probe_url(server.url("/ok"))
+        probe_url(server.url("/ok", host="localhost"))
+        probe_url(server.url("/ok", tls=CertKind.GOOD, host="localhost"), ca=certs.ca_path)
+    assert [values(r, "host") for r in log.requests] == [
+        [f"127.0.0.1:{server.port}".encode()],
+        [f"localhost:{server.port}".encode()],
+        [f"localhost:{server.tls_port(CertKind.GOOD)}".encode()],
+    ]
+
+
+# -- how each kind of failure is classified ------------------------------------------------
 
 SOCKET_CASES = [
     ("/ok", {}, State.UP, None, 200),

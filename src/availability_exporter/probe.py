@@ -1,20 +1,17 @@
 """One probe: an endpoint in, a frozen ProbeResult out (no metrics, no globals).
 
-The engine is httpcore, the transport under httpx, driven directly: a fresh
-``AsyncHTTPConnection`` per request (no pool bookkeeping, which costs ~60 % of a pooled probe's
-CPU at high concurrency) with SSL contexts built once per process.  ``--probe.keep-alive`` swaps
-in a shared ``AsyncConnectionPool``.  httpcore's ``trace`` extension reports the phase events.
+The wire work is :mod:`availability_exporter.http1`, a small HTTP/1.1 client on an asyncio
+Protocol: a fresh connection per probe (``--probe.keep-alive`` keeps idle connections per
+origin instead), SSL contexts built once per process, one whole-probe deadline.
 
 Every failure becomes a *reason* in exactly one place, :func:`classify`, most specific first:
 
+    ProbeFailure (bad redirects)                -> its own reason (redirects)
     TimeoutError (the whole-probe deadline)     -> timeout
-    httpcore.ConnectError  caused by gaierror   -> dns
-                           caused by SSLError   -> tls
-                           otherwise            -> connect
-    httpcore.TimeoutException                   -> timeout
-    httpcore.ProtocolError, ReadError, WriteError,
-    NetworkError, h11 / decoding errors         -> protocol
-    too many redirects / bad Location           -> redirects
+    a socket.gaierror in the chain              -> dns
+    an ssl.SSLError in the chain                -> tls
+    http1.ConnectError (TCP connect failed)     -> connect
+    anything else (resets, malformed answers)   -> protocol
     a complete non-2xx answer                   -> status
     a complete 2xx answer over the threshold    -> slow
 """
@@ -32,14 +29,15 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import urljoin
 
-import httpcore
-
+from availability_exporter import http1
 from availability_exporter.config import Endpoint, RequestTarget, prepare_target, redact
 
 MAX_REDIRECTS = 10
 BODY_CAP = 1024 * 1024
 USER_AGENT = b"availability-exporter/0.1"
 REDIRECT_CODES = frozenset((301, 302, 303, 307, 308))
+# Idle kept-alive connections per origin (--probe.keep-alive); one endpoint needs one.
+MAX_IDLE_PER_ORIGIN = 4
 
 
 class State(StrEnum):
@@ -91,20 +89,14 @@ def classify(exc: BaseException) -> str:
     """Translate an exception raised while probing into one reason, most specific first."""
     if isinstance(exc, ProbeFailure):
         return exc.reason
-    if isinstance(exc, TimeoutError | httpcore.TimeoutException):
+    if isinstance(exc, TimeoutError):
         return "timeout"
     chain = _chain(exc)
-    if isinstance(exc, httpcore.ConnectError):
-        if any(isinstance(e, socket.gaierror) for e in chain):
-            return "dns"
-        if any(isinstance(e, ssl.SSLError | ssl.CertificateError) for e in chain):
-            return "tls"
-        return "connect"
-    if any(isinstance(e, ssl.SSLError) for e in chain):
-        return "tls"
-    if isinstance(exc, socket.gaierror):
+    if any(isinstance(e, socket.gaierror) for e in chain):
         return "dns"
-    if isinstance(exc, ConnectionRefusedError):
+    if any(isinstance(e, ssl.SSLError | ssl.CertificateError) for e in chain):
+        return "tls"
+    if isinstance(exc, http1.ConnectError):
         return "connect"
     return "protocol"
 
@@ -176,53 +168,6 @@ def _peer_cert_not_after(ssl_object: Any) -> float | None:
     return cert_not_after(der) if der else None
 
 
-class _Trace:
-    """Collects httpcore trace events into phase durations (connect, tls, request, wait, transfer).
-
-    Also keeps the TLS object of the last handshake, so the certificate is read even when
-    the server answers garbage afterwards.
-    """
-
-    __slots__ = ("cert", "phases", "started", "status")
-
-    _PHASE_OF: dict[str, int] = {  # noqa: RUF012 - a class-level lookup table
-        "connection.connect_tcp": 0,
-        "connection.start_tls": 1,
-        "http11.send_request_headers": 2,
-        "http11.send_request_body": 2,
-        "http11.receive_response_headers": 3,
-        "http11.receive_response_body": 4,
-    }
-
-    def __init__(self) -> None:
-        self.phases = [0.0, 0.0, 0.0, 0.0, 0.0]
-        self.started: dict[str, float] = {}
-        self.cert: float | None = None
-        self.status = 0
-
-    async def __call__(self, event: str, info: dict[str, Any]) -> None:
-        step, _, stage = event.rpartition(".")
-        index = self._PHASE_OF.get(step)
-        if index is None:
-            return
-        if stage == "started":
-            self.started[step] = time.perf_counter()
-            return
-        began = self.started.pop(step, None)
-        if began is not None:
-            self.phases[index] += time.perf_counter() - began
-        if step == "connection.start_tls" and stage == "complete":
-            stream = info.get("return_value")
-            if stream is not None:
-                self.cert = _peer_cert_not_after(stream.get_extra_info("ssl_object"))
-
-    def finish_open(self, now: float) -> None:
-        """Close phases still open when a deadline or failure cut them short."""
-        for step, began in self.started.items():
-            self.phases[self._PHASE_OF[step]] += now - began
-        self.started.clear()
-
-
 def make_ssl_context(*, verify: bool, ca_file: str | None = None) -> ssl.SSLContext:
     """One context per process: loading the CA bundle per probe costs ~30 ms and ~180 MB.
 
@@ -236,8 +181,12 @@ def make_ssl_context(*, verify: bool, ca_file: str | None = None) -> ssl.SSLCont
     return context
 
 
+
+Origin = tuple[bytes, bytes, int, bool]  # scheme, host, port, verify_tls
+
+
 class Prober:
-    """Runs probes with shared SSL contexts and network backend; one instance per process."""
+    """Runs probes with shared SSL contexts; one instance per process."""
 
     def __init__(
         self, *, keep_alive: bool = False, max_connections: int = 1000,
@@ -245,17 +194,10 @@ class Prober:
     ) -> None:
         self.verified = make_ssl_context(verify=True, ca_file=ca_file)
         self.insecure = make_ssl_context(verify=False)
-        self.backend = httpcore.AnyIOBackend()
         self.keep_alive = keep_alive
-        self._pools: dict[bool, httpcore.AsyncConnectionPool] = {}
-        if keep_alive:
-            for verify, context in ((True, self.verified), (False, self.insecure)):
-                self._pools[verify] = httpcore.AsyncConnectionPool(
-                    ssl_context=context,
-                    max_connections=max_connections,
-                    network_backend=self.backend,
-                    retries=0,
-                )
+        self.max_idle = max_connections
+        self._idle: dict[Origin, list[http1.Connection]] = {}
+        self._idle_count = 0
 
     async def warm_up(self) -> None:
         """One throwaway probe of a local listener, so the first tick pays no lazy imports."""
@@ -280,12 +222,15 @@ class Prober:
             server.close()
 
     async def aclose(self) -> None:
-        for pool in self._pools.values():
-            await pool.aclose()
+        for connections in self._idle.values():
+            for connection in connections:
+                connection.close()
+        self._idle.clear()
+        self._idle_count = 0
 
     async def probe(self, endpoint: Endpoint) -> ProbeResult:
         """Probe once; never raises (except CancelledError), every failure is a result."""
-        trace = _Trace()
+        timings = http1.Timings()
         status = 0
         hops = 0
         reason: str | None = None
@@ -293,17 +238,17 @@ class Prober:
         start = time.perf_counter()
         try:
             async with asyncio.timeout(endpoint.timeout):
-                status, hops = await self._exchange(endpoint, trace)
+                status, hops = await self._exchange(endpoint, timings)
         except (Exception, TimeoutError) as exc:
-            status = trace.status  # headers may have arrived before the failure
+            status = timings.status  # headers may have arrived before the failure
             reason = classify(exc)
             if isinstance(exc, TimeoutError):
                 error = f"no complete response within the {endpoint.timeout:g}s timeout"
             else:
                 error = redact(describe(exc), endpoint.secrets)
         duration = time.perf_counter() - start
-        trace.finish_open(time.perf_counter())
-        cert = trace.cert
+        timings.end(time.perf_counter())
+        cert = cert_not_after(timings.cert_der) if timings.cert_der else None
         if reason == "tls" and endpoint.is_https and cert is None:
             cert = await self._unverified_cert(endpoint.request, start + endpoint.timeout)
         if reason is None:
@@ -317,7 +262,7 @@ class Prober:
                 )
         else:
             state = State.DOWN
-        p = trace.phases
+        p = timings.phases
         return ProbeResult(
             state=state,
             reason=reason,
@@ -330,14 +275,17 @@ class Prober:
             redirects=hops,
         )
 
-    async def _exchange(self, endpoint: Endpoint, trace: _Trace) -> tuple[int, int]:
+    async def _exchange(self, endpoint: Endpoint, timings: http1.Timings) -> tuple[int, int]:
         """Send the request, follow redirects, read bodies up to the cap: (status, hops)."""
         target = endpoint.request
         method = endpoint.method.encode("ascii")
         body = endpoint.body
-        headers = list(endpoint.headers)
+        headers = endpoint.headers
         for hop in range(MAX_REDIRECTS + 1):
-            status, location = await self._send_one(target, method, headers, body, endpoint, trace)
+            payload = self._payload(target, method, headers, body)
+            response = await self._send_one(target, payload, method == b"HEAD", endpoint,
+                                            timings)
+            status, location = response.status, response.location
             if status not in REDIRECT_CODES or not endpoint.follow_redirects:
                 return status, hop
             if location is None:
@@ -352,83 +300,98 @@ class Prober:
                 target.scheme, target.host, target.port,
             ):
                 # Like browsers and httpx: credentials never follow a redirect to another origin.
-                headers = [(k, v) for k, v in headers if k.lower() != "authorization"]
+                headers = tuple((k, v) for k, v in headers if k.lower() != "authorization")
             if status == 303 or (status in (301, 302) and method == b"POST"):
                 method, body = b"GET", None
             target = new_target
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _send_one(
+    def _payload(
         self,
         target: RequestTarget,
         method: bytes,
-        headers: list[tuple[str, str]],
+        headers: tuple[tuple[str, str], ...],
         body: bytes | None,
-        endpoint: Endpoint,
-        trace: _Trace,
-    ) -> tuple[int, str | None]:
-        raw_headers: list[tuple[bytes, bytes]] = [(b"Host", target.host_header)]
+    ) -> bytes:
+        """The request head and body, byte for byte as they go on the wire."""
+        lines = [method + b" " + target.target + b" HTTP/1.1", b"Host: " + target.host_header]
         names = set()
         for key, value in headers:
-            raw_headers.append((key.encode("latin-1"), value.encode("utf-8")))
+            lines.append(key.encode("latin-1") + b": " + value.encode("utf-8"))
             names.add(key.lower())
         if "user-agent" not in names:
-            raw_headers.append((b"User-Agent", USER_AGENT))
+            lines.append(b"User-Agent: " + USER_AGENT)
         if "accept" not in names:
-            raw_headers.append((b"Accept", b"*/*"))
+            lines.append(b"Accept: */*")
         if not self.keep_alive and "connection" not in names:
-            raw_headers.append((b"Connection", b"close"))
+            lines.append(b"Connection: close")
         if body is not None and "content-length" not in names:
-            raw_headers.append((b"Content-Length", str(len(body)).encode("ascii")))
-        timeout = endpoint.timeout
-        request = httpcore.Request(
-            method,
-            httpcore.URL(scheme=target.scheme, host=target.host, port=target.port,
-                         target=target.target),
-            headers=raw_headers,
-            content=body if body is not None else b"",
-            extensions={
-                "timeout": {"connect": timeout, "read": timeout, "write": timeout,
-                            "pool": timeout},
-                "trace": trace,
-            },
-        )
-        if self.keep_alive:
-            pool = self._pools[endpoint.verify_tls]
-            response = await pool.handle_async_request(request)
-            return await self._read(response, trace)
-        connection = httpcore.AsyncHTTPConnection(
-            origin=request.url.origin,
-            ssl_context=self.verified if endpoint.verify_tls else self.insecure,
-            network_backend=self.backend,
-        )
-        try:
-            response = await connection.handle_async_request(request)
-            return await self._read(response, trace)
-        finally:
-            await connection.aclose()
+            lines.append(b"Content-Length: %d" % len(body))
+        lines.append(b"\r\n")
+        head = b"\r\n".join(lines)
+        return head + body if body else head
 
-    async def _read(
-        self, response: httpcore.Response, trace: _Trace
-    ) -> tuple[int, str | None]:
-        """Read the body up to BODY_CAP, keeping nothing; return (status, Location)."""
-        status = response.status
-        # Kept before the body is read, so a timeout mid-body still reports the status.
-        trace.status = status
+    async def _send_one(
+        self,
+        target: RequestTarget,
+        payload: bytes,
+        head_only: bool,
+        endpoint: Endpoint,
+        timings: http1.Timings,
+    ) -> http1.Response:
+        origin: Origin = (target.scheme, target.host, target.port, endpoint.verify_tls)
+        connection = self._take_idle(origin) if self.keep_alive else None
+        if connection is not None:
+            try:
+                return await self._request(connection, origin, payload, head_only, timings)
+            except (OSError, http1.ProtocolError):
+                # The server closed the idle connection as we reused it; not the endpoint's
+                # fault unless a fresh connection fails too.
+                if timings.status:
+                    raise
+        host = target.host.decode("ascii")
+        connection = await http1.connect(
+            host,
+            target.port,
+            ssl_context=(self.verified if endpoint.verify_tls else self.insecure)
+            if target.scheme == b"https" else None,
+            server_hostname=host,
+            timings=timings,
+            body_cap=BODY_CAP,
+        )
+        return await self._request(connection, origin, payload, head_only, timings)
+
+    async def _request(
+        self,
+        connection: http1.Connection,
+        origin: Origin,
+        payload: bytes,
+        head_only: bool,
+        timings: http1.Timings,
+    ) -> http1.Response:
         try:
-            received = 0
-            async for chunk in response.aiter_stream():
-                received += len(chunk)
-                if received >= BODY_CAP:
-                    break
-        finally:
-            await response.aclose()
-        location = None
-        for key, value in response.headers:
-            if key.lower() == b"location":
-                location = value.decode("latin-1")
-                break
-        return status, location
+            response = await connection.request(payload, head_only=head_only, timings=timings)
+        except BaseException:
+            connection.abort()  # a deadline or a failure mid-answer: the stream is unusable
+            raise
+        if self.keep_alive and response.reusable and self._idle_count < self.max_idle:
+            idle = self._idle.setdefault(origin, [])
+            if len(idle) < MAX_IDLE_PER_ORIGIN:
+                idle.append(connection)
+                self._idle_count += 1
+                return response
+        connection.close()
+        return response
+
+    def _take_idle(self, origin: Origin) -> http1.Connection | None:
+        idle = self._idle.get(origin)
+        while idle:
+            connection = idle.pop()
+            self._idle_count -= 1
+            if connection.reusable and not connection.closed:
+                return connection
+            connection.close()
+        return None
 
     async def _unverified_cert(self, target: RequestTarget, deadline: float) -> float | None:
         """Read the certificate a failing TLS server presents, without trusting it.
@@ -452,4 +415,3 @@ class Prober:
         finally:
             if writer is not None:
                 writer.close()
-

@@ -23,6 +23,9 @@ kernel picks. Paths (query parameters in brackets are optional):
 | `/bigheader[?bytes=N]`    | a 256 KiB (or N bytes) response header block, then a body        |
 | `/redirect-loop`          | 302 to itself                                                    |
 | `/redirect?n=K`           | 302 chain of K hops ending at `/ok` (`n=0` answers like `/ok`)   |
+| `/redirect-to?location=U` | a redirect to U, sent as the Location value unchanged (relative  |
+| `[&code=N]`               | or absolute, any host); status N (300-399, default 302), empty   |
+|                           | body                                                             |
 | `/half-status`            | `HTTP/1.1 20`, then close                                        |
 | `/http10`                 | `HTTP/1.0 200 OK`, no Content-Length, body, then close           |
 | `/body`                   | 200 if the request body parses as JSON equal to {"foo":"bar"},   |
@@ -43,6 +46,12 @@ ssl module reports `/reset` under TLS as an EOF, not ConnectionResetError; the T
 Keep-alive works for the well-behaved answers (HTTP/1.1 unless `Connection: close`).
 While `/slow`, `/drip` and `/hang` wait, they watch the client: a client that closes is
 counted gone at once, so `connections_open` shows promptly whether a prober cleaned up.
+
+`with server.recording() as log:` keeps every request read while the block is open, on any
+listener and path, as a `Request` (method, target, headers as (name, value) bytes in received
+order and case, body, raw head), in arrival order; `log.requests` reads them from any thread.
+A request is logged before it is answered, so once a client has its answer the log holds the
+request. `127.0.0.1` and `localhost` reach the same listener: two origins on one port.
 
 Use it inside an event loop (`async with AdversarialServer() as server:`), or from
 synchronous code with `serve_in_thread()`, which runs it on its own loop in a thread.
@@ -79,6 +88,7 @@ __all__ = [
     "UNRESOLVABLE_HOST",
     "AdversarialServer",
     "Request",
+    "RequestLog",
     "ServerStats",
     "refused_port",
     "serve_in_thread",
@@ -104,6 +114,7 @@ _CHUNK_BYTES: Final = 256 * 1024
 _CLOSE_GRACE_SECONDS: Final = 2.0
 _MAX_SLOW_MS: Final = 600_000
 _MAX_REDIRECTS: Final = 1000
+_REDIRECT_CODES: Final = (300, 399)
 _NO_BODY_STATUSES: Final = frozenset({204, 304})
 _EXPECTED_BODY: Final = {"foo": "bar"}
 
@@ -176,6 +187,31 @@ class ServerStats:
     """Unexpected exceptions in handlers (server bugs); should stay empty."""
 
 
+class RequestLog:
+    """The requests read while a `recording()` block was open, in arrival order.
+
+    Appended to on the server's loop, read from any thread.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._requests: list[Request] = []
+
+    def _add(self, request: Request) -> None:
+        with self._lock:
+            self._requests.append(request)
+
+    @property
+    def requests(self) -> tuple[Request, ...]:
+        """A snapshot of the requests logged so far."""
+        with self._lock:
+            return tuple(self._requests)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._requests)
+
+
 @dataclass(slots=True)
 class _Conn:
     reader: asyncio.StreamReader
@@ -215,6 +251,7 @@ class AdversarialServer:
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._counts = _Counts()
+        self._logs: list[RequestLog] = []  # guarded by _lock
         self._behaviours: dict[str, _Behaviour] = {
             "/": self._ok,
             "/ok": self._ok,
@@ -230,6 +267,7 @@ class AdversarialServer:
             "/bigheader": self._bigheader,
             "/redirect-loop": self._redirect_loop,
             "/redirect": self._redirect,
+            "/redirect-to": self._redirect_to,
             "/half-status": self._half_status,
             "/http10": self._http10,
             "/body": self._body,
@@ -360,6 +398,18 @@ class AdversarialServer:
                 await asyncio.wait_for(self._changed.wait(), remaining)
         return True
 
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[RequestLog]:
+        """Log every request read until the block ends (usable from any thread)."""
+        log = RequestLog()
+        with self._lock:
+            self._logs.append(log)
+        try:
+            yield log
+        finally:
+            with self._lock:
+                self._logs.remove(log)
+
     def _snapshot(self) -> ServerStats:
         counts = self._counts
         return ServerStats(
@@ -377,8 +427,13 @@ class AdversarialServer:
         if self._changed is not None:
             self._changed.set()
 
-    def _count_request(self, path: str) -> None:
-        self._update(lambda counts: counts.requests.update((path,)))
+    def _received(self, request: Request) -> None:
+        """Log `request` to the open recordings, then count it (so a count implies the log)."""
+        with self._lock:
+            logs = tuple(self._logs)
+        for log in logs:
+            log._add(request)
+        self._update(lambda counts: counts.requests.update((request.path,)))
 
     # Connections
 
@@ -454,7 +509,7 @@ class AdversarialServer:
                 return
             if request is None:
                 return
-            self._count_request(request.path)
+            self._received(request)
             behaviour = self._behaviours.get(request.path, self._not_found)
             try:
                 keep_alive = await behaviour(conn, request)
@@ -558,6 +613,17 @@ class AdversarialServer:
             return await self._ok(conn, request)
         location = "/ok" if hops == 1 else f"/redirect?n={hops - 1}"
         return await _respond(conn, request, 302, b"", extra=(("Location", location),))
+
+    async def _redirect_to(self, conn: _Conn, request: Request) -> bool:
+        low, high = _REDIRECT_CODES
+        code = request.int_param("code", default=302, low=low, high=high)
+        location = request.query.get("location")
+        if not location:
+            raise _BadRequest(400, "query parameter location is required")
+        if any(ord(char) < 0x20 or 0x7F <= ord(char) <= 0x9F or ord(char) > 0xFF
+               for char in location):
+            raise _BadRequest(400, "query parameter location must be printable latin-1")
+        return await _respond(conn, request, code, b"", extra=(("Location", location),))
 
     async def _half_status(self, conn: _Conn, request: Request) -> bool:
         await _send(conn.writer, b"HTTP/1.1 20")
