@@ -8,24 +8,34 @@ diff.
 
 from __future__ import annotations
 
+import asyncio
+import gzip
 import math
 import os
 import re
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from prometheus_client.parser import text_string_to_metric_families as parse_text
+from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
 from availability_exporter import __version__
 from availability_exporter.config import Defaults, parse_config
 from availability_exporter.daemon import Exporter
-from availability_exporter.metrics import accepts_gzip, exposition, update_rendered
+from availability_exporter.metrics import (
+    GzipSnapshot,
+    accepts_gzip,
+    exposition,
+    update_rendered,
+)
 from availability_exporter.probe import REASONS, ProbeResult, State
 from availability_exporter.settings import Settings
 from availability_exporter.stats import Stats
@@ -360,3 +370,106 @@ def test_no_label_value_carries_a_url_header_or_error_text() -> None:
 ])
 def test_accepts_gzip(header: str, expected: bool) -> None:
     assert accepts_gzip(header) is expected
+
+
+# -- the gzip snapshot: per-endpoint series compressed once per cycle --------------------------
+
+def _gunzip(pieces: list[bytes]) -> str:
+    return gzip.decompress(b"".join(pieces)).decode()
+
+
+def _live_registry(count: list[int]) -> CollectorRegistry:
+    """A registry whose one gauge changes every time it is collected."""
+    registry = CollectorRegistry()
+
+    class Live(Collector):
+        def collect(self) -> Iterator[Metric]:
+            count[0] += 1
+            yield GaugeMetricFamily("live_scrapes", "Scrapes so far.", value=count[0])
+
+    registry.register(Live())
+    return registry
+
+
+@pytest.mark.parametrize("openmetrics", [False, True])
+def test_gzip_snapshot_is_the_exposition_of_its_moment(openmetrics: bool) -> None:
+    stats = build_stats()
+    count = [0]
+    registry = _live_registry(count)
+
+    async def go() -> tuple[str, str, str, bytes]:
+        snapshot = GzipSnapshot(stats)
+        first = _gunzip(await snapshot.body(registry, openmetrics=openmetrics))
+        expected = b"".join(exposition(stats, CollectorRegistry(), openmetrics=openmetrics))
+        # A probe lands mid-cycle: gzip scrapes keep showing the completed cycle's figures,
+        # while the registry part (exporter and process metrics) is rendered per scrape.
+        tracked = stats.get("idle")
+        assert tracked is not None
+        stats.record(tracked, RESULTS[0][1])
+        stale = _gunzip(await snapshot.body(registry, openmetrics=openmetrics))
+        snapshot.invalidate()  # the cycle completes: formats scraped before are rebuilt
+        await snapshot.settled()
+        fresh = _gunzip(await snapshot.body(registry, openmetrics=openmetrics))
+        return first, stale, fresh, expected
+
+    first, stale, fresh, expected = asyncio.run(go())
+    tail = _tail(first, "live_scrapes 1.0\n", openmetrics)
+    assert first.encode() == expected.removesuffix(b"# EOF\n") + tail
+    idle_up = 'availability_endpoint_up{endpoint="idle",domain="idle.example.org"}'
+    assert f"{idle_up} 0" in first
+    assert f"{idle_up} 0" in stale and "live_scrapes 2.0" in stale
+    assert f"{idle_up} 1" in fresh and "live_scrapes 3.0" in fresh
+    parse = parse_openmetrics if openmetrics else (lambda text: list(parse_text(text)))
+    assert parse(fresh)  # each body is one valid gzip stream of valid exposition
+
+
+def _tail(first: str, live_line: str, openmetrics: bool) -> bytes:
+    """The expected registry tail: HELP/TYPE and the one live sample, in the body's format."""
+    kind = "# HELP live_scrapes Scrapes so far.\n# TYPE live_scrapes gauge\n"
+    tail = kind + live_line + ("# EOF\n" if openmetrics else "")
+    assert first.endswith(tail)
+    return tail.encode()
+
+
+def test_gzip_snapshot_follows_a_config_change_at_once() -> None:
+    stats = build_stats()
+
+    async def go() -> str:
+        snapshot = GzipSnapshot(stats)
+        await snapshot.body(CollectorRegistry(), openmetrics=False)
+        kept = parse_config(CONFIG.encode(), "golden.yaml", Defaults()).endpoints
+        stats.apply(e for e in kept if e.name != "api search")
+        snapshot.invalidate(layout=True)
+        # No wait: a scrape right after a reload already reflects it.
+        return _gunzip(await snapshot.body(CollectorRegistry(), openmetrics=False))
+
+    text = asyncio.run(go())
+    assert "api search" not in text and 'endpoint="idle"' in text
+
+
+def test_gzip_snapshot_builds_once_for_concurrent_scrapes_and_survives_a_hang_up() -> None:
+    stats = build_stats()
+    builds = 0
+
+    async def go() -> list[str]:
+        nonlocal builds
+        snapshot = GzipSnapshot(stats)
+        original = snapshot._build
+
+        async def counted(openmetrics: bool, layout: int) -> Any:
+            nonlocal builds
+            builds += 1
+            return await original(openmetrics, layout)
+
+        snapshot._build = counted  # type: ignore[method-assign]
+        registry = CollectorRegistry()
+        hung_up = asyncio.ensure_future(snapshot.body(registry, openmetrics=False))
+        others = [asyncio.ensure_future(snapshot.body(registry, openmetrics=False))
+                  for _ in range(3)]
+        await asyncio.sleep(0)
+        hung_up.cancel()  # the first client goes away mid-build
+        return [_gunzip(p) for p in await asyncio.gather(*others)]
+
+    bodies = asyncio.run(go())
+    assert builds == 1
+    assert len(set(bodies)) == 1 and "availability_probes_total" in bodies[0]

@@ -24,7 +24,7 @@ from typing import Any, TextIO, TypeVar
 from availability_exporter import shard, statefile
 from availability_exporter.config import Config, ConfigError, Defaults, load_config, parse_config
 from availability_exporter.demo import DemoServer, demo_config
-from availability_exporter.metrics import exporter_registry, update_rendered
+from availability_exporter.metrics import GzipSnapshot, exporter_registry, update_rendered
 from availability_exporter.probe import Prober, State
 from availability_exporter.scheduler import Scheduler
 from availability_exporter.settings import Settings, parse_shard
@@ -96,6 +96,7 @@ class Exporter:
             concurrency=settings.probe_concurrency, on_cycle=self._cycle_done,
         )
         self.registry = exporter_registry(self)
+        self.snapshot = GzipSnapshot(self.stats)
         self.reload_status = ReloadStatus()
         self.config: Config | None = None
         self.config_path: Path | None = settings.config
@@ -120,6 +121,7 @@ class Exporter:
         index, count = self.shard
         endpoints = shard.select(config.endpoints, index, count)
         self.stats.apply(endpoints)
+        self.snapshot.invalidate(layout=True)
         self.config = config
         self._seen_digest = config.digest
         self.reload_status = ReloadStatus(successful=True, last_success=time.time())
@@ -162,6 +164,7 @@ class Exporter:
 
     def _cycle_done(self, cycle: int) -> None:
         self.print_report()
+        self.snapshot.invalidate()
         if self.settings.state_file is not None and (
             self._state_write is None or self._state_write.done()
         ):
@@ -210,6 +213,7 @@ class Exporter:
         if settings.state_file is not None:
             saved = await off_loop(statefile.read, settings.state_file)
             restored = self.stats.restore(saved, statefile.url_key)
+            self.snapshot.invalidate(layout=True)
             if saved:
                 log.info("restored counts of %d endpoints from %s", restored, settings.state_file)
         await self.prober.warm_up()
