@@ -30,6 +30,23 @@ PHASE_CONNECT, PHASE_TLS, PHASE_REQUEST, PHASE_WAIT, PHASE_TRANSFER = range(5)
 
 _STATUS_LINE = re.compile(rb"HTTP/(\d)\.(\d) (\d{3})(?:[ \t][^\r\n]*)?")
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
+_LINE_END = re.compile(rb"\r?\n")
+_HEX = re.compile(rb"[0-9A-Fa-f]+")
+
+
+def _unfold(lines: list[bytes]) -> list[bytes]:
+    """Join obsolete folded header lines to the line before them with one space (RFC 9112
+    section 5.2 asks a client to accept them)."""
+    if not any(line[:1] in (b" ", b"\t") for line in lines[1:]):
+        return lines
+    out = lines[:2]
+    for line in lines[2:]:
+        if line[:1] in (b" ", b"\t"):
+            out[-1] = out[-1].rstrip(b" \t") + b" " + line.strip(b" \t")
+        else:
+            out.append(line)
+    return out
 
 
 class ConnectError(OSError):
@@ -201,19 +218,17 @@ class Connection(asyncio.Protocol):
 
     def _head(self) -> bool:
         buf = self._buf
-        end = buf.find(b"\r\n\r\n")
-        sep = 4
-        if end < 0:
-            end = buf.find(b"\n\n")  # bare LF line ends, which h11 also accepts
-            sep = 2
-        if end < 0:
+        # The head ends at the first empty line; bare LF line ends are accepted, as h11 does.
+        end_match = _HEAD_END.search(buf, 0, MAX_HEAD + 4)
+        if end_match is None:
             if len(buf) > MAX_HEAD:
                 raise ProtocolError(f"response header block larger than {MAX_HEAD} bytes")
             return False
+        end = end_match.start()
         if end > MAX_HEAD:
             raise ProtocolError(f"response header block larger than {MAX_HEAD} bytes")
-        lines = bytes(buf[:end]).replace(b"\r\n", b"\n").split(b"\n")
-        del buf[: end + sep]
+        lines = _unfold(_LINE_END.split(bytes(buf[:end])))
+        del buf[: end_match.end()]
         match = _STATUS_LINE.fullmatch(lines[0])
         if match is None:
             raise ProtocolError(f"not an HTTP status line: {lines[0][:60]!r}")
@@ -257,7 +272,8 @@ class Connection(asyncio.Protocol):
         if timings is not None:
             timings.status = status
             timings.begin(PHASE_TRANSFER, time.perf_counter())
-        self._keep_alive = not close
+        # After 101 the connection speaks another protocol: never send HTTP on it again.
+        self._keep_alive = not close and status != 101
         if self._head_only or status in NO_BODY_STATUS or status == 101:
             self._complete()
         elif chunked:
@@ -293,14 +309,11 @@ class Connection(asyncio.Protocol):
                 if len(buf) > MAX_CHUNK_LINE:
                     raise ProtocolError("chunk size line too long")
                 return False
-            size_text = bytes(buf[:end]).split(b";", 1)[0].strip()
+            size_text = bytes(buf[:end]).split(b";", 1)[0].strip(b" \t")
             del buf[: end + 2]
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise ProtocolError(f"bad chunk size: {size_text[:30]!r}") from None
-            if size < 0 or size_text.startswith((b"-", b"+", b"0x", b"0X")):
+            if _HEX.fullmatch(size_text) is None or len(size_text) > 16:
                 raise ProtocolError(f"bad chunk size: {size_text[:30]!r}")
+            size = int(size_text, 16)
             if size == 0:
                 self._state = _TRAILER
             else:

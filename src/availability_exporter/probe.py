@@ -342,6 +342,8 @@ class Prober:
         origin: Origin = (target.scheme, target.host, target.port, endpoint.verify_tls)
         connection = self._take_idle(origin) if self.keep_alive else None
         if connection is not None:
+            earlier = timings.status  # a redirect hop's status, kept if this hop fails
+            timings.status = 0
             try:
                 return await self._request(connection, origin, payload, head_only, timings)
             except (OSError, http1.ProtocolError):
@@ -349,6 +351,7 @@ class Prober:
                 # fault unless a fresh connection fails too.
                 if timings.status:
                     raise
+                timings.status = earlier
         host = target.host.decode("ascii")
         connection = await http1.connect(
             host,
