@@ -34,7 +34,6 @@ from availability_exporter.metrics import (
     GzipSnapshot,
     accepts_gzip,
     exposition,
-    update_rendered,
 )
 from availability_exporter.probe import REASONS, ProbeResult, State
 from availability_exporter.settings import Settings
@@ -122,7 +121,6 @@ BUCKET_BOUNDS = ("0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1.0", 
 
 def build_stats(config: str = CONFIG, *, record: bool = True) -> Stats:
     stats = Stats()
-    stats.on_change = update_rendered
     stats.apply(parse_config(config.encode(), "golden.yaml", Defaults()).endpoints)
     if record:
         for name, result in RESULTS:

@@ -24,7 +24,7 @@ from typing import Any, TextIO, TypeVar
 from availability_exporter import shard, statefile
 from availability_exporter.config import Config, ConfigError, Defaults, load_config, parse_config
 from availability_exporter.demo import DemoServer, demo_config
-from availability_exporter.metrics import GzipSnapshot, exporter_registry, update_rendered
+from availability_exporter.metrics import GzipSnapshot, exporter_registry
 from availability_exporter.probe import Prober, State
 from availability_exporter.scheduler import Scheduler
 from availability_exporter.settings import Settings, parse_shard
@@ -88,7 +88,6 @@ class Exporter:
         )
         self.shard = parse_shard(settings.shard) if settings.shard else (0, 1)
         self.stats = Stats()
-        self.stats.on_change = update_rendered
         self.prober = Prober(keep_alive=settings.probe_keep_alive,
                              max_connections=settings.probe_concurrency)
         self.scheduler = Scheduler(

@@ -82,7 +82,7 @@ class EndpointStats:
 
     __slots__ = (
         "bucket_counts", "cert_not_after", "degraded", "down", "duration_sum", "endpoint",
-        "failures", "history", "last", "rendered", "up",
+        "failures", "history", "last", "up",
     )
 
     def __init__(self, endpoint: Endpoint) -> None:
@@ -98,7 +98,6 @@ class EndpointStats:
         self.cert_not_after: float | None = None
         self.history = History()
         # The metrics module keeps this endpoint's exposition text here (see metrics.py).
-        self.rendered: tuple[bytes, ...] = ()
 
     @property
     def total(self) -> int:
@@ -162,7 +161,6 @@ class Stats:
     def __init__(self) -> None:
         self._endpoints: dict[str, EndpointStats] = {}
         self._domains: dict[str, list[int]] = {}  # domain -> [up, total], first-seen order
-        self.on_change: Callable[[EndpointStats], None] | None = None
 
     def __len__(self) -> int:
         return len(self._endpoints)
@@ -186,9 +184,6 @@ class Stats:
                 new[endpoint.name] = EndpointStats(endpoint)
         self._endpoints = new
         self._recount_domains()
-        if self.on_change is not None:
-            for stats in new.values():
-                self.on_change(stats)
         return list(new.values())
 
     def _recount_domains(self) -> None:
@@ -207,8 +202,6 @@ class Stats:
         counts = self._domains[stats.endpoint.domain]
         counts[0] += result.state is State.UP
         counts[1] += 1
-        if self.on_change is not None:
-            self.on_change(stats)
         return True
 
     def restore(
@@ -221,8 +214,6 @@ class Stats:
             if counts is not None:
                 stats.restore(counts)
                 restored += 1
-                if self.on_change is not None:
-                    self.on_change(stats)
         self._recount_domains()
         return restored
 

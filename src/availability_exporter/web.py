@@ -1,8 +1,9 @@
 """The HTTP interface: /metrics, the status pages, /-/healthy, /-/ready and POST /-/reload.
 
-A plain ASGI app served by uvicorn in the probe loop's own event loop.  /metrics streams the
-pre-rendered exposition (see metrics.py) chunk by chunk, gzip-compressed in a worker thread
-(zlib releases the GIL), so a 10,000-endpoint scrape never holds the loop for long.
+A plain ASGI app served by uvicorn in the probe loop's own event loop.  A gzip /metrics scrape
+sends the per-endpoint part compressed once per cycle plus a live tail (metrics.GzipSnapshot);
+an uncompressed one renders in small chunks, yielding to the probes in between, so a
+10,000-endpoint scrape never holds the loop for long.
 """
 
 from __future__ import annotations
