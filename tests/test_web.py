@@ -262,6 +262,32 @@ def test_metrics_gzip_decompresses_to_the_same_text(targets: Endpoints, tmp_path
     run(body())
 
 
+def test_gzip_scrape_after_a_report_shows_that_cycle(targets: Endpoints, tmp_path: Path) -> None:
+    """Gzip scrapes are served from a copy built once per cycle; the report waits for it."""
+    config = write(tmp_path / "e.yaml", targets.config("fast ok", "server error"))
+
+    async def gzip_counts(client: httpx.AsyncClient) -> list[float | None]:
+        response = await client.get("/metrics", headers={"Accept-Encoding": "gzip"})
+        assert response.headers["content-encoding"] == "gzip"
+        found = parse_metrics(response.text)
+        return [sum(v or 0.0 for v in probes(found, name, "127.0.0.1").values())
+                for name in ("fast ok", "server error")]
+
+    async def body() -> None:
+        async with exporter_client(config) as (exporter, client):
+            out = exporter.out
+            assert isinstance(out, io.StringIO)
+            assert await gzip_counts(client) == [0.0, 0.0]  # from now on gzip is rebuilt
+            for cycle in (1, 2, 3):
+                await run_cycles(exporter)
+                while out.getvalue().count("---") < cycle:  # the report waits for the copy
+                    await asyncio.sleep(0.005)
+                assert await gzip_counts(client) == [cycle, cycle]
+            await exporter.snapshot.settled()
+
+    run(body())
+
+
 # -- the status pages ---------------------------------------------------------------------------
 
 def test_index_lists_every_endpoint_and_its_state(targets: Endpoints, tmp_path: Path) -> None:

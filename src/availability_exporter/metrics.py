@@ -261,6 +261,25 @@ class GzipSnapshot:
         for openmetrics in self._wanted:
             self._start(openmetrics)
 
+    @property
+    def wanted(self) -> bool:
+        """True once a gzip scrape came: from then on every cycle rebuilds."""
+        return bool(self._wanted)
+
+    async def refresh(self) -> None:
+        """Rebuild every format scraped so far and wait until the new copies are served."""
+        for openmetrics in tuple(self._wanted):
+            while True:
+                task = self._start(openmetrics)
+                try:
+                    await asyncio.shield(task)
+                except asyncio.CancelledError:
+                    current = asyncio.current_task()
+                    if task.cancelled() and current is not None and not current.cancelling():
+                        continue  # a reload replaced the endpoints mid-build: build again
+                    raise
+                break
+
     async def body(self, registry: CollectorRegistry, *, openmetrics: bool) -> list[bytes]:
         """The whole gzip-encoded /metrics body, as pieces to send in order."""
         self._wanted.add(openmetrics)
