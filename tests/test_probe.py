@@ -8,8 +8,10 @@ checked on the wire, whatever HTTP engine the prober uses.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import datetime
 import json
+import threading
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -394,3 +396,27 @@ def test_cert_not_after_of_garbage_is_none() -> None:
     assert cert_not_after(b"") is None
     assert cert_not_after(b"\x30\x03\x02\x01\x00") is None
 
+
+
+def test_name_lookups_do_not_queue_behind_the_default_executor(
+    server: AdversarialServer,
+) -> None:
+    """Lookups have their own threads: a busy default pool (file I/O, gzip) delays no probe."""
+    ep = endpoint(server.url("/ok").replace("127.0.0.1", "localhost"))
+    release = threading.Event()
+
+    async def go() -> ProbeResult:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(2))
+        # Fill every default-pool thread until the probe is done (bounded: 10 s at most).
+        busy = [loop.run_in_executor(None, release.wait, 10.0) for _ in range(4)]
+        prober = Prober()
+        try:
+            return await prober.probe(ep)
+        finally:
+            release.set()
+            await asyncio.gather(*busy)
+            await prober.aclose()
+
+    result = asyncio.run(go())
+    assert (result.state, result.reason) == (State.UP, None), result

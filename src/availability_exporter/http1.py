@@ -18,7 +18,10 @@ the awaiting task aborts the connection.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import ipaddress
 import re
+import socket
 import ssl
 import time
 from typing import Final, cast
@@ -362,6 +365,39 @@ class Connection(asyncio.Protocol):
         self._finish(None)
 
 
+# Name lookups get their own threads: the loop's default pool is min(32, CPUs + 4) threads
+# under asyncio and libuv's 4 under uvloop, so a few names whose DNS hangs (getaddrinfo can
+# take 10 s) would queue every other lookup behind them and turn healthy endpoints into
+# timeouts.  Threads start only as lookups need them.
+RESOLVER_THREADS = 64
+_resolver: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+async def _resolve(loop: asyncio.AbstractEventLoop, host: str, port: int) -> list[str]:
+    """The addresses to try for ``host``, without a lookup when it is an IP literal."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return [host]
+    global _resolver
+    if _resolver is None:
+        _resolver = concurrent.futures.ThreadPoolExecutor(
+            RESOLVER_THREADS, thread_name_prefix="availability-exporter-dns",
+        )
+    infos = await loop.run_in_executor(
+        _resolver, socket.getaddrinfo, host, port, socket.AF_UNSPEC, socket.SOCK_STREAM,
+    )
+    addresses: list[str] = []
+    for _family, _type, _proto, _name, sockaddr in infos:
+        if sockaddr[0] not in addresses:
+            addresses.append(str(sockaddr[0]))
+    if not addresses:
+        raise socket.gaierror(socket.EAI_NONAME, f"no address for {host}")
+    return addresses
+
+
 async def connect(
     host: str,
     port: int,
@@ -380,7 +416,18 @@ async def connect(
     connection = Connection(loop, body_cap)
     timings.begin(PHASE_CONNECT, time.perf_counter())
     try:
-        await loop.create_connection(lambda: connection, host, port)
+        addresses = await _resolve(loop, host, port)
+        errors: list[OSError] = []
+        for address in addresses:  # in the resolver's order, as a browser without Happy Eyeballs
+            try:
+                await loop.create_connection(lambda: connection, address, port)
+                break
+            except OSError as exc:
+                errors.append(exc)
+        else:
+            if len(errors) == 1:
+                raise errors[0]
+            raise OSError("; ".join(f"{a}: {e}" for a, e in zip(addresses, errors, strict=True)))
     except OSError as exc:  # socket.gaierror is an OSError too; classify() tells them apart
         raise ConnectError(str(exc) or type(exc).__name__) from exc
     if ssl_context is None:
