@@ -758,12 +758,11 @@ class CycleWatcher:
     probe's duration as the exporter measured it.
 
     A gzip scrape (the one made here, as Prometheus does) serves the per-endpoint series as
-    compressed after the last completed cycle (``metrics.GzipSnapshot``): the rebuild starts at
-    the report line and runs in the background (~0.1-0.3 s at 10,000 endpoints), so a scrape
-    right after the line may still show the cycle before.  :meth:`observe` therefore scrapes
-    again, every FRESH_RETRY s for at most FRESH_WAIT s, until every endpoint's probe count
-    shows the cycle; the registry part of the same scrape (``cycles_total``, ``cycle_lag``...)
-    is always live.
+    compressed after the last completed cycle (``metrics.GzipSnapshot``), and the daemon prints
+    a report line only once that copy is rebuilt, so the first scrape normally shows the cycle.
+    As a guard (a daemon that reported first would silently lose a cycle's samples),
+    :meth:`observe` scrapes again, every FRESH_RETRY s for at most FRESH_WAIT s, until every
+    endpoint's probe count shows the cycle, and says so when it gave up.
     """
 
     def __init__(self, daemon: Daemon) -> None:
