@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import gc
 import hashlib
 import logging
@@ -31,6 +32,28 @@ from availability_exporter.settings import Settings, parse_shard
 from availability_exporter.stats import Stats
 
 log = logging.getLogger(__name__)
+
+
+def _malloc_trim() -> Callable[[], None] | None:
+    """glibc's malloc_trim(0), or None on other C libraries (musl, macOS).
+
+    Bursts (a scrape, a slow minute where cycles overlap, the gzip threads) raise glibc's heap
+    high-water marks, and glibc keeps freed pages mapped: the soak saw RSS step up by 10 MiB
+    during a busy minute and stay there.  Handing free pages back once per cycle keeps RSS
+    tracking what is in use (~2 ms for a 100 MB heap, in a worker thread).
+    """
+    try:
+        trim = ctypes.CDLL(None).malloc_trim  # the C library already loaded in this process
+    except (OSError, AttributeError):
+        return None
+
+    def release() -> None:
+        trim(0)
+
+    return release
+
+
+RELEASE_FREE_MEMORY = _malloc_trim()
 
 # How often the config file's content is checked for a change (a ConfigMap swap, an edit).
 CONFIG_POLL_SECONDS = 5.0
@@ -181,6 +204,10 @@ class Exporter:
 
     def _publish(self) -> None:
         self.print_report()
+        if RELEASE_FREE_MEMORY is not None:
+            task = asyncio.get_running_loop().create_task(asyncio.to_thread(RELEASE_FREE_MEMORY))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         if self.settings.state_file is not None and (
             self._state_write is None or self._state_write.done()
         ):
