@@ -3,8 +3,8 @@
 Why not httpx/httpcore: a probe through httpcore costs ~1 ms of CPU, 80 % of it in anyio task
 groups, per-read ``fail_after`` scopes, sniffio lookups and h11 event objects (bench/README.md
 has the profile).  A probe needs none of that: it sends one request it built itself and reads
-one response it throws away.  This client does exactly that with loop callbacks, about a third
-of the cost, and so measures latency with far less of its own queueing in the figure.
+one response it throws away.  This client does exactly that with loop callbacks, at about a
+quarter of the cost, and so measures latency with far less of its own queueing in the figure.
 
 It parses what a probe needs and checks what could make it lie: the status line, header
 framing (Content-Length, chunked, read-until-close), a 100 KiB cap on the header block, 1xx
