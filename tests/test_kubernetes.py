@@ -176,8 +176,8 @@ def test_probes_state_and_resources(statefulset: Manifest) -> None:
     assert container["readinessProbe"]["httpGet"]["path"] == "/-/ready"
     assert container["livenessProbe"]["httpGet"]["path"] == "/-/healthy"
     assert container["resources"] == {
-        "requests": {"cpu": "700m", "memory": "192Mi"},
-        "limits": {"cpu": "1500m", "memory": "384Mi"},
+        "requests": {"cpu": "250m", "memory": "160Mi"},
+        "limits": {"cpu": "1000m", "memory": "320Mi"},
     }
 
     state_file = Path(_flag(container["args"], "--state.file"))
