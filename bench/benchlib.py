@@ -391,7 +391,7 @@ class Nginx:
 class DelayServer:
     """bench/delay_server.py as a separate process; see its docstring."""
 
-    def __init__(self, ports: int = 4, loop: str = "asyncio") -> None:
+    def __init__(self, ports: int = 4, loop: str = "uvloop") -> None:
         self.port_count = ports
         self.loop = loop
         self.ports: list[int] = []
