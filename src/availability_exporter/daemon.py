@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 def _malloc_trim() -> Callable[[], None] | None:
     """glibc's malloc_trim(0), or None on other C libraries (musl, macOS).
 
-    Bursts (a scrape, a slow minute where cycles overlap, the gzip threads) raise glibc's heap
+    Bursts (a large scrape, a slow minute where cycles overlap, worker threads) raise glibc's heap
     high-water marks, and glibc keeps freed pages mapped: the soak saw RSS step up by 10 MiB
     during a busy minute and stay there.  Handing free pages back once per cycle keeps RSS
     tracking what is in use (~2 ms for a 100 MB heap, in a worker thread).

@@ -2,7 +2,7 @@
 
 prometheus-client's ``generate_latest`` over a 10,000-endpoint registry takes seconds and would
 stall the probe loop on every scrape.  Instead the per-endpoint families are rendered straight
-from the counts with plain string formatting, in ~128 KB chunks so the probe loop gets its turn
+from the counts with plain string formatting, in 32 KiB slices so the probe loop gets its turn
 between them, and a gzip scrape (what Prometheus sends) is served from a copy compressed once
 per cycle (:class:`GzipSnapshot`).  Endpoints that leave the config are simply not iterated any
 more, so their series vanish.
@@ -240,9 +240,8 @@ class GzipSnapshot:
     At 10,000 endpoints the per-endpoint part of /metrics is ~33 MB of text; compressing it per
     scrape takes longer than a scrape may.  So it is rendered and compressed once when a cycle
     completes, in slices of ~0.5 ms between which the probes run, and a scrape sends those
-    bytes.  The small, live part (the registry's
-    exporter and process metrics) is compressed per scrape onto a *copy* of the kept compressor,
-    so every response is a single ordinary gzip stream.
+    bytes.  The small, live part (the registry's exporter and process metrics) is compressed per
+    scrape onto a *copy* of the kept compressor, so every response is one ordinary gzip stream.
 
     A gzip scrape (what Prometheus sends) therefore shows the per-endpoint series as of the
     last completed cycle, the same moment the console report describes.  A config change
