@@ -17,7 +17,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
@@ -202,12 +202,17 @@ class Exporter:
 
         self._publishing = asyncio.get_running_loop().create_task(publish())
 
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` as a task nobody awaits."""
+        # The loop keeps only a weak reference to tasks: hold it until it is done.
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     def _publish(self) -> None:
         self.print_report()
         if RELEASE_FREE_MEMORY is not None:
-            task = asyncio.get_running_loop().create_task(asyncio.to_thread(RELEASE_FREE_MEMORY))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._spawn(asyncio.to_thread(RELEASE_FREE_MEMORY))
         if self.settings.state_file is not None and (
             self._state_write is None or self._state_write.done()
         ):
@@ -309,10 +314,7 @@ class Exporter:
                 with contextlib.suppress(ConfigError):
                     await self.reload()
 
-            # The loop keeps only a weak reference to tasks: hold it until it is done.
-            task = loop.create_task(reload())
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._spawn(reload())
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_stop)

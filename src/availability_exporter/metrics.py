@@ -269,33 +269,17 @@ class GzipSnapshot:
         return bool(self._wanted)
 
     async def refresh(self) -> None:
-        """Rebuild every format scraped so far and wait until the new copies are served."""
+        """Rebuild every format scraped so far from the counts as they are now, and wait until
+        the new copies are served (a build already under way may predate the counts)."""
         for openmetrics in tuple(self._wanted):
-            while True:
-                task = self._start(openmetrics)
-                try:
-                    await asyncio.shield(task)
-                except asyncio.CancelledError:
-                    current = asyncio.current_task()
-                    if task.cancelled() and current is not None and not current.cancelling():
-                        continue  # a reload replaced the endpoints mid-build: build again
-                    raise
-                break
+            await self._wait_built(self._start(openmetrics, restart=True), openmetrics)
 
     async def body(self, registry: CollectorRegistry, *, openmetrics: bool) -> list[bytes]:
         """The whole gzip-encoded /metrics body, as pieces to send in order."""
         self._wanted.add(openmetrics)
         built = self._built.get(openmetrics)
         while built is None or built.layout != self._layout:
-            task = self._start(openmetrics)
-            try:
-                # Shielded: a client that hangs up must not cancel a build others wait for.
-                built = await asyncio.shield(task)
-            except asyncio.CancelledError:
-                current = asyncio.current_task()
-                if task.cancelled() and current is not None and not current.cancelling():
-                    continue  # that build was for a config that has just been replaced
-                raise
+            built = await self._wait_built(self._start(openmetrics), openmetrics)
         compressor = built.compressor.copy()
         tail = compressor.compress(_registry_text(registry, openmetrics)) + compressor.flush()
         return [built.head, tail]
@@ -306,12 +290,29 @@ class GzipSnapshot:
         if tasks:
             await asyncio.wait(tasks)
 
-    def _start(self, openmetrics: bool) -> asyncio.Task[_Compressed]:
+    async def _wait_built(
+        self, task: asyncio.Task[_Compressed], openmetrics: bool,
+    ) -> _Compressed:
+        """The result of ``task``, or of the build that replaced it when a reload cancelled it.
+
+        Shielded: a client that hangs up must not cancel a build others wait for.
+        """
+        while True:
+            try:
+                return await asyncio.shield(task)
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if not task.cancelled() or current is None or current.cancelling():
+                    raise  # this waiter itself was cancelled
+            task = self._start(openmetrics)
+
+    def _start(self, openmetrics: bool, *, restart: bool = False) -> asyncio.Task[_Compressed]:
+        """A build of the current endpoints: the one under way, unless ``restart``."""
         running = self._building.get(openmetrics)
         if running is not None and not running[1].done():
-            if running[0] == self._layout:
+            if running[0] == self._layout and not restart:
                 return running[1]  # a build of the same endpoints is under way: share it
-            running[1].cancel()  # built for endpoints that are gone
+            running[1].cancel()  # its waiters move to the new build
         task = asyncio.get_running_loop().create_task(self._build(openmetrics, self._layout))
         self._building[openmetrics] = (self._layout, task)
         return task

@@ -97,7 +97,6 @@ class EndpointStats:
         self.last: ProbeResult | None = None
         self.cert_not_after: float | None = None
         self.history = History()
-        # The metrics module keeps this endpoint's exposition text here (see metrics.py).
 
     @property
     def total(self) -> int:
