@@ -26,7 +26,6 @@ import ssl
 import time
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 from urllib.parse import urljoin
 
 from availability_exporter import http1
@@ -161,13 +160,6 @@ def cert_not_after(der: bytes) -> float | None:
         return None
 
 
-def _peer_cert_not_after(ssl_object: Any) -> float | None:
-    if ssl_object is None:
-        return None
-    der = ssl_object.getpeercert(binary_form=True)
-    return cert_not_after(der) if der else None
-
-
 def make_ssl_context(*, verify: bool, ca_file: str | None = None) -> ssl.SSLContext:
     """One context per process: loading the CA bundle per probe costs ~30 ms and ~180 MB.
 
@@ -179,7 +171,6 @@ def make_ssl_context(*, verify: bool, ca_file: str | None = None) -> ssl.SSLCont
         context.verify_mode = ssl.CERT_NONE
     context.set_alpn_protocols(["http/1.1"])
     return context
-
 
 
 Origin = tuple[bytes, bytes, int, bool]  # scheme, host, port, verify_tls
@@ -405,16 +396,15 @@ class Prober:
         remaining = min(deadline - time.perf_counter(), 2.0)
         if remaining <= 0:
             return None
-        writer: asyncio.StreamWriter | None = None
+        timings = http1.Timings()
+        host = target.host.decode("ascii")
         try:
             async with asyncio.timeout(remaining):
-                _, writer = await asyncio.open_connection(
-                    target.host.decode("ascii"), target.port, ssl=self.insecure,
-                    server_hostname=target.host.decode("ascii"),
+                connection = await http1.connect(
+                    host, target.port, ssl_context=self.insecure, server_hostname=host,
+                    timings=timings, body_cap=0,
                 )
-                return _peer_cert_not_after(writer.get_extra_info("ssl_object"))
-        except (OSError, TimeoutError, ssl.SSLError):
+        except (OSError, TimeoutError, ssl.SSLError, http1.ProtocolError):
             return None
-        finally:
-            if writer is not None:
-                writer.close()
+        connection.abort()
+        return cert_not_after(timings.cert_der) if timings.cert_der else None
