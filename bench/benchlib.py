@@ -876,7 +876,7 @@ class RecordColumns:
 
     def append(self, cycle: int, index: int, dispatched: float, duration: float, state: str,
                reason: str | None) -> None:
-        from availability_exporter.probe import REASONS
+        from availability_exporter.model import REASONS
 
         self.cycle.append(cycle)
         self.index.append(index)
@@ -886,7 +886,7 @@ class RecordColumns:
         self.reason.append(0 if reason is None else REASONS.index(reason) + 1)
 
     def records(self) -> list[ProbeRecord]:
-        from availability_exporter.probe import REASONS
+        from availability_exporter.model import REASONS
 
         return [
             ProbeRecord(c, i, t, d, self.STATES[st], None if rs == 0 else REASONS[rs - 1])

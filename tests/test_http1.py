@@ -25,7 +25,8 @@ import pytest
 
 from availability_exporter import http1
 from availability_exporter.config import Defaults, Endpoint, parse_config
-from availability_exporter.probe import BODY_CAP, Prober, ProbeResult, State
+from availability_exporter.model import ProbeResult, State
+from availability_exporter.probe import BODY_CAP, Prober
 
 TIMEOUT = 5.0
 

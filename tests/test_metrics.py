@@ -35,7 +35,7 @@ from availability_exporter.metrics import (
     accepts_gzip,
     exposition,
 )
-from availability_exporter.probe import REASONS, ProbeResult, State
+from availability_exporter.model import REASONS, ProbeResult, State
 from availability_exporter.settings import Settings
 from availability_exporter.stats import Stats
 from tests.needs import binary

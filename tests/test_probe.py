@@ -22,12 +22,11 @@ from urllib.parse import urlencode
 import pytest
 
 from availability_exporter.config import Defaults, Endpoint, parse_config
+from availability_exporter.model import ProbeResult, State
 from availability_exporter.probe import (
     BODY_CAP,
     MAX_REDIRECTS,
     Prober,
-    ProbeResult,
-    State,
     cert_not_after,
     judge,
 )

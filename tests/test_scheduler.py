@@ -10,7 +10,8 @@ import pytest
 
 from availability_exporter.cli import run_event_loop
 from availability_exporter.config import Defaults, Endpoint, parse_config
-from availability_exporter.probe import Prober, ProbeResult, State
+from availability_exporter.model import ProbeResult, State
+from availability_exporter.probe import Prober
 from availability_exporter.scheduler import Scheduler, spread_window
 from availability_exporter.stats import Stats
 from tests.adversarial.server import serve_in_process

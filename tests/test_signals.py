@@ -17,7 +17,7 @@ import pytest
 
 from availability_exporter import statefile
 from availability_exporter.config import Defaults, load_config
-from availability_exporter.probe import REASONS
+from availability_exporter.model import REASONS
 from availability_exporter.stats import BUCKETS, SavedCounts
 from tests.targets import ExporterProcess, Targets, wait_for, write_config
 

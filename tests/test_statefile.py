@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from availability_exporter import statefile
-from availability_exporter.probe import REASONS
+from availability_exporter.model import REASONS
 from availability_exporter.stats import BUCKETS, SavedCounts
 from tests.targets import (
     ExporterProcess,

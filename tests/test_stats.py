@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from availability_exporter.probe import State
+from availability_exporter.model import State
 from availability_exporter.stats import Stats, percentage
 from tests.factories import endpoints, result
 

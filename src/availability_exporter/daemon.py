@@ -26,7 +26,8 @@ from availability_exporter import shard, statefile
 from availability_exporter.config import Config, ConfigError, Defaults, load_config, parse_config
 from availability_exporter.demo import DemoServer, demo_config
 from availability_exporter.metrics import GzipSnapshot, exporter_registry
-from availability_exporter.probe import Prober, State
+from availability_exporter.model import State
+from availability_exporter.probe import Prober
 from availability_exporter.scheduler import Scheduler
 from availability_exporter.settings import Settings, parse_shard
 from availability_exporter.stats import Stats

@@ -31,7 +31,7 @@ from prometheus_client.openmetrics import exposition as om_exposition
 from prometheus_client.registry import Collector
 
 from availability_exporter import __version__
-from availability_exporter.probe import PHASES, REASONS, STATES, State
+from availability_exporter.model import PHASES, REASONS, STATES, State
 from availability_exporter.stats import BUCKETS, EndpointStats, Stats
 
 if TYPE_CHECKING:

@@ -24,12 +24,11 @@ import contextlib
 import socket
 import ssl
 import time
-from dataclasses import dataclass
-from enum import StrEnum
 from urllib.parse import urljoin
 
 from availability_exporter import http1
 from availability_exporter.config import Endpoint, RequestTarget, prepare_target, redact
+from availability_exporter.model import ProbeResult, State
 
 MAX_REDIRECTS = 10
 BODY_CAP = 1024 * 1024
@@ -37,34 +36,6 @@ USER_AGENT = b"availability-exporter/0.1"
 REDIRECT_CODES = frozenset((301, 302, 303, 307, 308))
 # Idle kept-alive connections per origin (--probe.keep-alive); one endpoint needs one.
 MAX_IDLE_PER_ORIGIN = 4
-
-
-class State(StrEnum):
-    UP = "up"
-    DEGRADED = "degraded"
-    DOWN = "down"
-
-
-STATES: tuple[State, ...] = (State.UP, State.DEGRADED, State.DOWN)
-REASONS: tuple[str, ...] = (
-    "slow", "status", "timeout", "dns", "connect", "tls", "protocol", "redirects",
-)
-PHASES: tuple[str, ...] = ("connect", "tls", "request", "wait", "transfer")
-
-
-@dataclass(frozen=True, slots=True)
-class ProbeResult:
-    """What one probe found; ``phases`` follows PHASES, summed over redirect hops."""
-
-    state: State
-    reason: str | None
-    status_code: int
-    duration: float
-    phases: tuple[float, float, float, float, float]
-    finished_at: float
-    cert_not_after: float | None
-    error: str | None
-    redirects: int = 0
 
 
 class ProbeFailure(Exception):

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from availability_exporter.config import Endpoint
-from availability_exporter.probe import ProbeResult
+from availability_exporter.model import ProbeResult
 from availability_exporter.stats import BUCKETS, EndpointStats, Stats
 
 log = logging.getLogger(__name__)

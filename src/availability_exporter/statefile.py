@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from availability_exporter.probe import REASONS
+from availability_exporter.model import REASONS
 from availability_exporter.stats import BUCKETS, SavedCounts, Stats
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ from availability_exporter.metrics import (
     exposition,
     wants_openmetrics,
 )
-from availability_exporter.probe import PHASES, ProbeResult, State
+from availability_exporter.model import PHASES, ProbeResult, State
 from availability_exporter.settings import parse_listen_address
 from availability_exporter.stats import EndpointStats, percentage
 
