@@ -932,11 +932,13 @@ def run_in_process(config: Path, *, interval: float, cycles: int,
                    extra: Sequence[str] = ()) -> InProcessRun:
     """Run the daemon's ``Exporter`` (no web server) for ``cycles`` cycles in this process.
 
-    The scheduler, prober, stats and metric rendering are the daemon's own objects; only
-    ``Scheduler.probe`` is wrapped, to keep every ProbeResult.  uvloop as in the daemon.
+    The scheduler, prober, stats and metric rendering are the daemon's own objects; an
+    observer on its scheduler keeps every ProbeResult.  uvloop as in the daemon.
     """
+    from availability_exporter.config import Endpoint
     from availability_exporter.daemon import Exporter
-    from availability_exporter.scheduler import spread_window
+    from availability_exporter.model import ProbeResult
+    from availability_exporter.scheduler import Observer, spread_window
     from availability_exporter.settings import load_settings
 
     settings = load_settings([str(config), "-f", f"{interval:g}", *extra])
@@ -946,35 +948,25 @@ def run_in_process(config: Path, *, interval: float, cycles: int,
 
     async def main() -> None:
         exporter = Exporter(settings, out=io.StringIO())
-        loop = asyncio.get_running_loop()
-        probe = exporter.prober.probe
         index_of: dict[str, int] = {}
         probed: dict[int, int] = {}
-        scheduler = exporter.scheduler
-        report_cycle = scheduler.on_cycle
 
-        async def recording(endpoint: Any) -> Any:
+        def on_result(endpoint: Endpoint, result: ProbeResult, started: float) -> None:
             if not index_of:
                 index_of.update({s.endpoint.name: i for i, s in enumerate(exporter.stats)})
                 count["endpoints"] = len(index_of)
             index = index_of[endpoint.name]
             rank = probed.get(index, 0)
             probed[index] = rank + 1
-            started = loop.time()
-            result = await probe(endpoint)
             records.append(rank, index, started, result.duration, result.state.value,
                            result.reason)
-            return result
 
-        def on_cycle(k: int) -> None:
-            if report_cycle is not None:
-                report_cycle(k)
+        def on_cycle_end(k: int) -> None:
             done.append(k)
             if len(done) >= cycles:
                 exporter.stop.set()
 
-        scheduler.probe = recording
-        scheduler.on_cycle = on_cycle
+        exporter.scheduler.observers.append(Observer(on_result, on_cycle_end))
         await exporter.run(web=None)
 
     cpu0, wall0 = time.process_time(), time.monotonic()

@@ -12,7 +12,7 @@ from availability_exporter.cli import run_event_loop
 from availability_exporter.config import Defaults, Endpoint, parse_config
 from availability_exporter.model import ProbeResult, State
 from availability_exporter.probe import Prober
-from availability_exporter.scheduler import Scheduler, spread_window
+from availability_exporter.scheduler import Observer, Scheduler, spread_window
 from availability_exporter.stats import Stats
 from tests.adversarial.server import serve_in_process
 from tests.factories import endpoints, result
@@ -50,9 +50,9 @@ def test_every_endpoint_once_per_cycle_reports_on_time() -> None:
             await prober.warm_up()
             reports: list[float] = []
             loop = asyncio.get_running_loop()
+            reported = Observer(on_cycle_end=lambda k: reports.append(loop.time()))
             scheduler = Scheduler(stats=stats, probe=prober.probe, interval=interval,
-                                  concurrency=1000,
-                                  on_cycle=lambda k: reports.append(loop.time()))
+                                  concurrency=1000, observers=[reported])
             t0 = loop.time()
             await scheduler.run(asyncio.Event(), max_cycles=4)
             await prober.aclose()
@@ -186,3 +186,46 @@ def test_overload_skips_ticks_instead_of_piling_up_cycles() -> None:
     assert probe.peak == 2
     assert scheduler.cycle_stats.missed >= 3
     assert scheduler.cycle_stats.cycles + scheduler.cycle_stats.missed >= 8
+
+
+def test_observers_see_every_result_and_every_cycle_end() -> None:
+    """Each result once, after the stats counted it, with its start time; cycle ends in order.
+
+    A failing observer is logged and neither stops the cycle nor the other observers.
+    """
+    eps = endpoints(*[f"http://h{i}.example/" for i in range(5)], interval=0.2)
+    seen: list[tuple[str, State, float, int]] = []
+    ends: list[int] = []
+
+    async def go() -> tuple[Stats, float]:
+        stats = Stats()
+        stats.apply(eps)
+        loop = asyncio.get_running_loop()
+
+        def on_result(endpoint: Endpoint, res: ProbeResult, started: float) -> None:
+            counted = next(s.total for s in stats if s.endpoint is endpoint)
+            seen.append((endpoint.name, res.state, started, counted))
+
+        def broken(*_: object) -> None:
+            raise RuntimeError("observer bug")
+
+        scheduler = Scheduler(
+            stats=stats, probe=SleepingProbe(0.001), interval=0.2, concurrency=10,
+            observers=[Observer(on_result=broken, on_cycle_end=broken),
+                       Observer(on_result=on_result, on_cycle_end=ends.append)],
+        )
+        t0 = loop.time()
+        await scheduler.run(asyncio.Event(), max_cycles=3)
+        return stats, t0
+
+    stats, t0 = asyncio.run(go())
+    assert ends == [0, 1, 2]
+    assert Counter(name for name, *_ in seen) == {e.name: 3 for e in eps}
+    assert all(state is State.UP for _, state, _, _ in seen)
+    assert all(started >= t0 for _, _, started, _ in seen)
+    # The k-th result of an endpoint arrives once the stats hold k results for it.
+    ranks: Counter[str] = Counter()
+    for name, _, _, counted in seen:
+        ranks[name] += 1
+        assert counted == ranks[name]
+    assert all(s.total == 3 for s in stats)

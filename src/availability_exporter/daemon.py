@@ -28,7 +28,7 @@ from availability_exporter.demo import DemoServer, demo_config
 from availability_exporter.metrics import GzipSnapshot, exporter_registry
 from availability_exporter.model import State
 from availability_exporter.probe import Prober
-from availability_exporter.scheduler import Scheduler
+from availability_exporter.scheduler import Observer, Scheduler
 from availability_exporter.settings import Settings, parse_shard
 from availability_exporter.stats import Stats
 
@@ -116,7 +116,8 @@ class Exporter:
                              max_connections=settings.probe_concurrency)
         self.scheduler = Scheduler(
             stats=self.stats, probe=self.prober.probe, interval=settings.probe_interval,
-            concurrency=settings.probe_concurrency, on_cycle=self._cycle_done,
+            concurrency=settings.probe_concurrency,
+            observers=[Observer(on_cycle_end=self._cycle_done)],
         )
         self.registry = exporter_registry(self)
         self.snapshot = GzipSnapshot(self.stats)

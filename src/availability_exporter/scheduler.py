@@ -6,6 +6,9 @@ one instant queue behind each other and every one of them then measures the queu
 endpoint.  Offsets are anchored to the tick, so a late start never pushes later probes or
 cycles back (no drift).  A tick that passes while the process cannot start it (suspended) is
 counted as missed, never merged.
+
+Whoever wants to see results or cycle ends (the daemon's report, tests, bench/) registers an
+:class:`Observer`; nothing needs to wrap the probe function or replace a callback.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import bisect
 import logging
 import math
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +42,22 @@ WINDOW_SHARE = 0.9
 MAX_CYCLES_IN_FLIGHT = 2
 
 ProbeFunc = Callable[[Endpoint], Awaitable[ProbeResult]]
+
+
+@dataclass(frozen=True, slots=True)
+class Observer:
+    """Callbacks the scheduler calls on the loop: after every probe, and after every cycle.
+
+    ``on_result(endpoint, result, started)`` runs once the result is counted in the stats;
+    ``started`` is the loop time the probe began (its concurrency slot held), which is what a
+    check of the start schedule needs.  ``on_cycle_end(cycle)`` runs when cycle ``cycle``
+    (numbered from the first tick, missed ticks included) completed, in cycle order; a cycle
+    cut short by a stop is not reported.  Both run on the event loop between probes, so they
+    must return quickly; an exception is logged and the scheduler carries on.
+    """
+
+    on_result: Callable[[Endpoint, ProbeResult, float], None] | None = None
+    on_cycle_end: Callable[[int], None] | None = None
 
 
 @dataclass(slots=True)
@@ -84,13 +103,14 @@ class Scheduler:
         probe: ProbeFunc,
         interval: float,
         concurrency: int,
-        on_cycle: Callable[[int], None] | None = None,
+        observers: Iterable[Observer] = (),
     ) -> None:
         self.stats = stats
         self.probe = probe
         self.interval = interval
         self.concurrency = concurrency
-        self.on_cycle = on_cycle
+        # Appended to by whoever joins after construction (bench/ on the daemon's scheduler).
+        self.observers: list[Observer] = list(observers)
         self.cycle_stats = CycleStats()
         self._slots = asyncio.Semaphore(concurrency)
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -164,8 +184,13 @@ class Scheduler:
             self.cycle_stats.add(duration)
             self.cycle_stats.last_completed = ended
             log.debug("cycle %d done in %.3fs", cycle.number, duration)
-            if self.on_cycle is not None:
-                self.on_cycle(cycle.number)
+            for observer in self.observers:
+                if observer.on_cycle_end is not None:
+                    try:
+                        observer.on_cycle_end(cycle.number)
+                    except Exception:
+                        # A done-callback that raises would stop reaping the later cycles.
+                        log.exception("cycle observer failed on cycle %d", cycle.number)
 
     async def _cycle(self, tick: float, stop: asyncio.Event, *, spread: bool) -> float | None:
         """Probe every current endpoint once; the loop time it ended, None if stopped.
@@ -211,8 +236,16 @@ class Scheduler:
     async def _probe_one(self, stats: EndpointStats) -> None:
         # The latency clock starts inside probe(), after the slot is ours.
         async with self._slots:
+            started = asyncio.get_running_loop().time()
             result = await self.probe(stats.endpoint)
         self.stats.record(stats, result)
+        for observer in self.observers:
+            if observer.on_result is not None:
+                try:
+                    observer.on_result(stats.endpoint, result, started)
+                except Exception:
+                    # One probe's bookkeeping must not surface as a lost task exception.
+                    log.exception("result observer failed for %s", stats.endpoint.name)
 
     async def _cancel_in_flight(self) -> None:
         tasks = list(self._in_flight)
