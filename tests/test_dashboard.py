@@ -28,7 +28,7 @@ from tests.needs import binary
 from tests.targets import ExporterProcess, Targets, free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
-DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "availability-exporter.json"
+DASHBOARD = ROOT / "grafana" / "dashboards" / "availability-exporter.json"
 RULES = [
     ROOT / "deploy" / "prometheus" / "rules" / name for name in ("recording.yml", "alerts.yml")
 ]
