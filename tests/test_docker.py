@@ -262,6 +262,7 @@ def test_dockerignore_keeps_copies_and_drops_the_rest(
         "src/availability_exporter/__pycache__/cli.cpython-312.pyc",
         ".pytest_cache/v/cache/lastfailed",
         "deploy/compose.yaml",
+        "grafana/dashboards/availability-exporter.json",
     ):
         assert is_ignored(unwanted, ignore_rules), unwanted
     assert not is_ignored("src/availability_exporter/cli.py", ignore_rules)
