@@ -12,7 +12,6 @@ import contextlib
 import json
 import re
 import ssl
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -20,12 +19,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import trustme
 
-from tests.needs import binary
-from tests.targets import ExporterProcess, Targets, free_port, wait_for
+from tests.prometheus import StartPrometheus
+from tests.targets import ExporterProcess, Targets, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD = ROOT / "grafana" / "dashboards" / "availability-exporter.json"
@@ -142,61 +140,12 @@ def tls_target() -> Iterator[TlsTarget]:
         target.server.server_close()
 
 
-@contextlib.contextmanager
-def prometheus(workdir: Path, exporter_port: int) -> Iterator[str]:
-    """Debian's prometheus scraping the exporter every second, with the deploy rules."""
-    prometheus_binary = binary("prometheus")
-    config = {
-        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(path) for path in RULES],
-        "scrape_configs": [
-            {
-                "job_name": "availability-exporter",
-                "static_configs": [{"targets": [f"127.0.0.1:{exporter_port}"]}],
-            }
-        ],
-    }
-    (workdir / "prometheus.yml").write_text(json.dumps(config), encoding="utf-8")
-    base = f"http://127.0.0.1:{free_port()}"
-    with (workdir / "prometheus.log").open("wb") as log:
-        process = subprocess.Popen(
-            [
-                prometheus_binary,
-                f"--config.file={workdir / 'prometheus.yml'}",
-                f"--storage.tsdb.path={workdir / 'tsdb'}",
-                f"--web.listen-address={base.removeprefix('http://')}",
-                "--log.level=warn",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        try:
-
-            def ready() -> bool | None:
-                assert process.poll() is None, (workdir / "prometheus.log").read_text()
-                with contextlib.suppress(httpx.TransportError):
-                    return True if httpx.get(f"{base}/-/ready", timeout=2).is_success else None
-                return None
-
-            wait_for("Prometheus to be ready", ready, timeout=30)
-            yield base
-        finally:
-            process.terminate()
-            process.wait(timeout=10)
-
-
-def api(base: str, path: str, **params: str) -> Any:
-    body = httpx.get(f"{base}/api/v1/{path}", params=params, timeout=10).json()
-    assert body["status"] == "success", body
-    return body["data"]
-
-
 def substitute(expr: str) -> str:
     return re.sub(r"\$\{?(\w+)\}?", lambda match: SUBSTITUTIONS[match.group(1)], expr)
 
 
-def test_every_panel_query_returns_data(tmp_path: Path) -> None:
+def test_every_panel_query_returns_data(tmp_path: Path,
+                                        start_prometheus: StartPrometheus) -> None:
     if not (ROOT / "src" / "availability_exporter" / "cli.py").exists():
         pytest.skip("the exporter's CLI is not there yet")
     config = tmp_path / "endpoints.yaml"
@@ -208,17 +157,16 @@ def test_every_panel_query_returns_data(tmp_path: Path) -> None:
             f"- name: tls\n  url: {https.url}\n  verify_tls: false\n",
             encoding="utf-8",
         )
-        with (
-            ExporterProcess(config, "-f", "1") as exporter,
-            prometheus(tmp_path, exporter.port) as base,
-        ):
+        with ExporterProcess(config, "-f", "1") as exporter:
+            prometheus = start_prometheus([f"127.0.0.1:{exporter.port}"],
+                                          job="availability-exporter", rule_files=RULES)
             exprs = [(title, substitute(expr)) for title, expr in queries(load_dashboard())]
 
             def empty() -> list[str]:
                 return [
                     f"{title}: {expr}"
                     for title, expr in exprs
-                    if not api(base, "query", query=expr)["result"]
+                    if not prometheus.api("query", query=expr)["result"]
                 ]
 
             deadline = time.monotonic() + 90
@@ -226,7 +174,7 @@ def test_every_panel_query_returns_data(tmp_path: Path) -> None:
                 time.sleep(1)
             assert missing == [], "\n".join(missing)
 
-            rules = [rule for group in api(base, "rules")["groups"] for rule in group["rules"]]
+            rules = [rule for group in prometheus.api("rules")["groups"] for rule in group["rules"]]
             assert len(rules) == 34
             assert [r["name"] for r in rules if r["health"] != "ok"] == []
 
@@ -234,7 +182,7 @@ def test_every_panel_query_returns_data(tmp_path: Path) -> None:
             def pending() -> set[tuple[str, str]] | None:
                 alerts = {
                     (alert["labels"]["alertname"], alert["labels"].get("endpoint", ""))
-                    for alert in api(base, "alerts")["alerts"]
+                    for alert in prometheus.api("alerts")["alerts"]
                 }
                 wanted = {("EndpointDown", "error"), ("EndpointDegraded", "slow")}
                 return alerts if wanted <= alerts else None

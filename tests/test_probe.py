@@ -14,7 +14,6 @@ import json
 import threading
 import time
 import tracemalloc
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -30,13 +29,12 @@ from availability_exporter.probe import (
     cert_not_after,
     judge,
 )
-from tests.adversarial.certs import CertKind, CertSet, make_certs
+from tests.adversarial.certs import CertKind, CertSet
 from tests.adversarial.server import (
     UNRESOLVABLE_HOST,
     AdversarialServer,
     Request,
     refused_port,
-    serve_in_thread,
 )
 
 
@@ -79,17 +77,6 @@ def test_judge(status: int, duration: float, threshold: float, state: State,
 
 
 # -- the server: real sockets on 127.0.0.1 -------------------------------------------------
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> CertSet:
-    return make_certs(tmp_path_factory.mktemp("certs"))
-
-
-@pytest.fixture(scope="module")
-def server(certs: CertSet) -> Iterator[AdversarialServer]:
-    with serve_in_thread(certs=certs) as srv:
-        yield srv
-
 
 def probe_url(url: str, *, ca: Path | None = None, **extra: object) -> ProbeResult:
     return run(endpoint(url, **extra), Prober(ca_file=str(ca) if ca else None))

@@ -18,13 +18,13 @@ import math
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.needs import binary
-from tests.targets import ExporterProcess, Targets, free_port, parse_reports, wait_for
+from tests.prometheus import Prometheus, StartPrometheus
+from tests.targets import ExporterProcess, Targets, parse_reports, wait_for
 
 # Endpoints per domain: each cycle adds exactly this many probes to the domain's total.
 PER_DOMAIN = {"127.0.0.1": 3, "localhost": 3}
@@ -48,71 +48,18 @@ def endpoints_yaml(server: Targets) -> str:
     )
 
 
-class Prometheus:
-    """A throwaway Prometheus server scraping one target every second."""
-
-    def __init__(self, binary: str, workdir: Path, target: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = workdir / "prometheus.yml"
-        config.write_text(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
-            "scrape_configs:\n  - job_name: availability\n    static_configs:\n"
-            f"      - targets: ['{target}']\n"
-        )
-        self.log_path = workdir / "prometheus.log"
-        self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            [binary, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
-            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )
-
-    def wait_ready(self) -> None:
-        def ready() -> bool | None:
-            if self.process.poll() is not None:
-                raise AssertionError(f"prometheus exited:\n{self.log_path.read_text()}")
-            try:
-                return True if httpx.get(f"{self.url}/-/ready", timeout=2).is_success else None
-            except httpx.TransportError:
-                return None
-
-        wait_for("Prometheus to be ready", ready, timeout=30)
-
-    def query(self, promql: str, at: float | None = None) -> dict[str, float]:
-        """An instant query: {the domain label (or "") -> value}."""
-        params = {"query": promql, "time": f"{at if at is not None else time.time():.3f}"}
-        response = httpx.get(f"{self.url}/api/v1/query", params=params, timeout=10)
-        body = response.json()
-        assert body["status"] == "success", body
-        return {item["metric"].get("domain", ""): float(item["value"][1])
-                for item in body["data"]["result"]}
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
-        self._log.close()
-
-
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ExporterProcess,
-                                                                      Prometheus]]:
-    prometheus_binary = binary("prometheus")
+def stack(tmp_path_factory: pytest.TempPathFactory,
+          start_prometheus: StartPrometheus) -> Iterator[tuple[ExporterProcess, Prometheus]]:
+    binary("prometheus")  # skip before starting anything else
     tmp_path = tmp_path_factory.mktemp("prometheus")
     with Targets() as server:
         config = tmp_path / "endpoints.yaml"
         config.write_text(endpoints_yaml(server))
         with ExporterProcess(config, "-f", str(EXPORTER_INTERVAL)) as exporter:
             exporter.wait_ready()
-            prometheus = Prometheus(prometheus_binary, tmp_path,
-                                    f"127.0.0.1:{exporter.port}")
+            prometheus = start_prometheus([f"127.0.0.1:{exporter.port}"], job="availability")
             try:
-                prometheus.wait_ready()
                 yield exporter, prometheus
             finally:
                 prometheus.stop()
