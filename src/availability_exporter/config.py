@@ -15,11 +15,12 @@ import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import yaml
+
+from availability_exporter import yamlnodes
 
 try:  # The C loader parses a 10,000-endpoint file several times faster.
     from yaml import CSafeLoader as _Loader
@@ -46,10 +47,6 @@ _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 # "$" and "{" are excluded inside the braces so an unclosed "${" fails in linear time.
 _ENV_REF = re.compile(r"\$\{([^${}]*)\}")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_NULL_TAG = "tag:yaml.org,2002:null"
-_STR_TAG = "tag:yaml.org,2002:str"
-_BOOL_TAG = "tag:yaml.org,2002:bool"
-_NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
 # Secrets shorter than this are not worth redacting and would mangle ordinary text.
 _MIN_SECRET_LEN = 4
 
@@ -192,15 +189,15 @@ def parse_config(data: bytes, source: str, defaults: Defaults) -> Config:
         raise ConfigError([f"{source}: invalid YAML: {first}"]) from None
     except RecursionError:
         raise ConfigError([f"{source}: invalid YAML: nested too deeply"]) from None
-    if root is None or (isinstance(root, yaml.ScalarNode) and root.tag == _NULL_TAG):
+    if root is None or yamlnodes.is_null(root):
         raise ConfigError([f"{source}: the file is empty; expected a list of endpoints"])
     if not isinstance(root, yaml.SequenceNode):
         raise ConfigError(
-            [f"{source}:{_line(root)}: the top level must be a list of endpoints, "
-             f"not {_kind(root)}"]
+            [f"{source}:{yamlnodes.line(root)}: the top level must be a list of endpoints, "
+             f"not {yamlnodes.kind(root)}"]
         )
     if not root.value:
-        raise ConfigError([f"{source}:{_line(root)}: the list of endpoints is empty"])
+        raise ConfigError([f"{source}:{yamlnodes.line(root)}: the list of endpoints is empty"])
 
     problems: list[str] = []
     endpoints: list[Endpoint] = []
@@ -225,24 +222,6 @@ def parse_config(data: bytes, source: str, defaults: Defaults) -> Config:
     return Config(path=source, endpoints=tuple(endpoints), digest=digest)
 
 
-def _line(node: yaml.Node) -> int:
-    return int(node.start_mark.line) + 1
-
-
-def _kind(node: yaml.Node) -> str:
-    if isinstance(node, yaml.SequenceNode):
-        return "a list"
-    if isinstance(node, yaml.MappingNode):
-        return "a mapping"
-    if node.tag == _NULL_TAG:
-        return "null"
-    return f"the scalar {_short(str(node.value))!r}"
-
-
-def _short(text: str, limit: int = 40) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 class _EndpointBuilder:
     """Validates one list item, collecting problems instead of stopping at the first."""
 
@@ -256,23 +235,24 @@ class _EndpointBuilder:
         self.secrets: list[str] = []
 
     def problem(self, node: yaml.Node, message: str) -> None:
-        self.problems.append(f"{self.source}:{_line(node)}: {self.label}: {message}")
+        self.problems.append(f"{self.source}:{yamlnodes.line(node)}: {self.label}: {message}")
 
     def build(self) -> Endpoint | None:
         node = self.node
         if not isinstance(node, yaml.MappingNode):
-            self.problem(node, f"expected a mapping with name and url, not {_kind(node)}")
+            self.problem(node, f"expected a mapping with name and url, not {yamlnodes.kind(node)}")
             return None
-        fields: dict[str, yaml.Node] = {}
-        bad_keys: list[tuple[yaml.Node, str]] = []
-        for key_node, value_node in node.value:
-            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
-            if not isinstance(key, str) or key_node.tag != _STR_TAG:
-                bad_keys.append((key_node, f"keys must be strings, not {_kind(key_node)}"))
-            elif key in fields:
-                bad_keys.append((key_node, f"duplicate key {key!r}"))
-            else:
-                fields[key] = value_node
+        scan = yamlnodes.scan_keys(node)
+        fields = {key: value_node for key, (_, value_node) in scan.entries.items()}
+        bad_keys = [
+            (
+                bad.node,
+                f"duplicate key {bad.key!r}"
+                if bad.why is yamlnodes.Why.DUPLICATE
+                else f"keys must be strings, not {yamlnodes.kind(bad.node)}",
+            )
+            for bad in scan.problems
+        ]
         name = self._name(fields.get("name"))
         if name is not None:
             self.label = f"endpoint {name!r}"
@@ -282,7 +262,7 @@ class _EndpointBuilder:
         for key in unknown:
             self.problem(
                 node,
-                f"unknown key {_short(key)!r}; allowed keys: {', '.join(ALLOWED_KEYS)}",
+                f"unknown key {yamlnodes.short(key)!r}; allowed keys: {', '.join(ALLOWED_KEYS)}",
             )
         if name is None and "name" not in fields:
             self.problem(node, "missing required key 'name'")
@@ -328,15 +308,15 @@ class _EndpointBuilder:
             ),
             follow_redirects=follow,
             verify_tls=verify,
-            line=_line(node),
+            line=yamlnodes.line(node),
             request=target,
             secrets=tuple(sorted(set(self.secrets), key=len, reverse=True)),
         )
 
     def _scalar_text(self, node: yaml.Node, what: str) -> str | None:
         """A scalar as the text written in the file (numbers and booleans become strings)."""
-        if not isinstance(node, yaml.ScalarNode) or node.tag == _NULL_TAG:
-            self.problem(node, f"{what} must be a string, not {_kind(node)}")
+        if not isinstance(node, yaml.ScalarNode) or node.tag == yamlnodes.NULL_TAG:
+            self.problem(node, f"{what} must be a string, not {yamlnodes.kind(node)}")
             return None
         return str(node.value)
 
@@ -385,19 +365,20 @@ class _EndpointBuilder:
         try:
             scheme = urlsplit(expanded).scheme.lower()
         except ValueError as exc:  # urlsplit rejects e.g. an unclosed "[" IPv6 host
-            self.problem(node, f"url {_short(_safe_url(text))!r} is invalid: {exc}")
+            self.problem(node, f"url {yamlnodes.short(_safe_url(text))!r} is invalid: {exc}")
             return None
         if scheme not in ("http", "https"):
             self.problem(
                 node,
-                f"url must start with http:// or https://, not {_short(_safe_url(text))!r}",
+                "url must start with http:// or https://, "
+                f"not {yamlnodes.short(_safe_url(text))!r}",
             )
             return None
         try:
             return expanded, prepare_target(expanded)
         except (ValueError, httpx.InvalidURL) as exc:
             message = redact(str(exc), self.secrets)
-            self.problem(node, f"url {_short(_safe_url(text))!r} is invalid: {message}")
+            self.problem(node, f"url {yamlnodes.short(_safe_url(text))!r} is invalid: {message}")
             return None
 
     def _method(self, node: yaml.Node | None) -> str:
@@ -407,15 +388,17 @@ class _EndpointBuilder:
         if text is None:
             return "GET"
         if not _TOKEN.match(text):
-            self.problem(node, f"method {_short(text)!r} is not a valid HTTP method token")
+            self.problem(node, f"method {yamlnodes.short(text)!r} is not a valid HTTP method token")
             return "GET"
         return text.upper()
 
     def _headers(self, node: yaml.Node | None) -> tuple[tuple[str, str], ...]:
-        if node is None or (isinstance(node, yaml.ScalarNode) and node.tag == _NULL_TAG):
+        if node is None or yamlnodes.is_null(node):
             return ()
         if not isinstance(node, yaml.MappingNode):
-            self.problem(node, f"headers must be a mapping of name to value, not {_kind(node)}")
+            self.problem(
+                node, f"headers must be a mapping of name to value, not {yamlnodes.kind(node)}"
+            )
             return ()
         headers: list[tuple[str, str]] = []
         seen: set[str] = set()
@@ -424,7 +407,7 @@ class _EndpointBuilder:
             if key is None:
                 continue
             if not _TOKEN.match(key):
-                self.problem(key_node, f"header name {_short(key)!r} is not a valid token")
+                self.problem(key_node, f"header name {yamlnodes.short(key)!r} is not a valid token")
                 continue
             if key.lower() in seen:
                 self.problem(key_node, f"duplicate header {key!r}")
@@ -447,11 +430,11 @@ class _EndpointBuilder:
     def _body(self, node: yaml.Node | None) -> bytes | None:
         if node is None:
             return None
-        if not isinstance(node, yaml.ScalarNode) or node.tag == _NULL_TAG:
+        if not isinstance(node, yaml.ScalarNode) or node.tag == yamlnodes.NULL_TAG:
             self.problem(
                 node,
                 f"body must be a string (a JSON-encoded string such as '{{\"foo\":\"bar\"}}'), "
-                f"not {_kind(node)}",
+                f"not {yamlnodes.kind(node)}",
             )
             return None
         expanded = self._expand(node, str(node.value), "body")
@@ -460,16 +443,16 @@ class _EndpointBuilder:
     def _seconds(self, node: yaml.Node | None, what: str) -> float | None:
         if node is None:
             return None
-        value = _typed_scalar(node, _NUMBER_TAGS)
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            self.problem(node, f"{what} must be a number of seconds, not {_kind(node)}")
+        value = yamlnodes.number(node)
+        if value is None:
+            self.problem(node, f"{what} must be a number of seconds, not {yamlnodes.kind(node)}")
             return None
         try:
             seconds = float(value)
         except OverflowError:
             seconds = float("inf")
         if not 0 < seconds < float("inf"):
-            shown = _short(str(node.value))
+            shown = yamlnodes.short(str(node.value))
             self.problem(node, f"{what} must be greater than 0 seconds, not {shown}")
             return None
         return seconds
@@ -477,21 +460,11 @@ class _EndpointBuilder:
     def _bool(self, node: yaml.Node | None, what: str, default: bool) -> bool:
         if node is None:
             return default
-        value = _typed_scalar(node, (_BOOL_TAG,))
-        if not isinstance(value, bool):
-            self.problem(node, f"{what} must be true or false, not {_kind(node)}")
+        value = yamlnodes.boolean(node)
+        if value is None:
+            self.problem(node, f"{what} must be true or false, not {yamlnodes.kind(node)}")
             return default
         return value
-
-
-def _typed_scalar(node: yaml.Node, tags: tuple[str, ...]) -> Any:
-    if not isinstance(node, yaml.ScalarNode) or node.tag not in tags:
-        return None
-    try:
-        return yaml.constructor.SafeConstructor().construct_object(node)
-    except (ValueError, KeyError, IndexError, OverflowError, yaml.YAMLError):
-        # "!!int abc", "!!bool maybe", a 10,000-digit number: not a usable value.
-        return None
 
 
 def _safe_url(url: str) -> str:

@@ -39,42 +39,21 @@ same. ``http_server_config.http2`` is accepted and ignored: uvicorn serves HTTP/
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import binascii
-import hashlib
-import hmac
 import re
-import secrets
 import ssl
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final, NoReturn
+from typing import Any, Final
 
-import bcrypt
 import yaml
 
-__all__ = [
-    "ASGIApp",
-    "BasicAuthMiddleware",
-    "ClientAuth",
-    "TLSSettings",
-    "WebConfig",
-    "WebConfigError",
-    "load_web_config",
-]
+from availability_exporter import yamlnodes
+from availability_exporter.webconfig.auth import ASGIApp, BasicAuthMiddleware
+from availability_exporter.webconfig.tls import ClientAuth, TLSFileError, TLSSettings
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-REALM: Final = "availability-exporter"
+__all__ = ["WebConfig", "WebConfigError", "load_web_config"]
 
 
 class WebConfigError(Exception):
@@ -89,33 +68,6 @@ class WebConfigError(Exception):
             f"invalid web config {path} ({count} problem{'s' if count != 1 else ''}):\n{lines}"
         )
 
-
-class ClientAuth(StrEnum):
-    """The client certificate policies that Python's ``ssl`` can enforce."""
-
-    NO_CLIENT_CERT = "NoClientCert"
-    REQUEST_CLIENT_CERT = "RequestClientCert"
-    VERIFY_CLIENT_CERT_IF_GIVEN = "VerifyClientCertIfGiven"
-    REQUIRE_AND_VERIFY_CLIENT_CERT = "RequireAndVerifyClientCert"
-
-    @property
-    def cert_reqs(self) -> ssl.VerifyMode:
-        """The ``ssl`` verify mode that enforces this policy."""
-        return _CERT_REQS[self]
-
-    @property
-    def needs_client_ca(self) -> bool:
-        return self.cert_reqs is not ssl.CERT_NONE
-
-
-_CERT_REQS: Final[Mapping[ClientAuth, ssl.VerifyMode]] = {
-    ClientAuth.NO_CLIENT_CERT: ssl.CERT_NONE,
-    # Go requests a certificate and ignores it; nothing here reads it, so not asking
-    # gives the same access (Python cannot ask without verifying).
-    ClientAuth.REQUEST_CLIENT_CERT: ssl.CERT_NONE,
-    ClientAuth.VERIFY_CLIENT_CERT_IF_GIVEN: ssl.CERT_OPTIONAL,
-    ClientAuth.REQUIRE_AND_VERIFY_CLIENT_CERT: ssl.CERT_REQUIRED,
-}
 
 _TLS_VERSIONS: Final[Mapping[str, ssl.TLSVersion]] = {
     "TLS12": ssl.TLSVersion.TLSv1_2,
@@ -169,91 +121,6 @@ _HASH_HELP: Final = (
     " and hash, as made by: htpasswd -nBC 10 \"\" | tr -d ':\\n'"
 )
 # bcrypt uses the first 72 bytes of a password; Go and htpasswd silently truncate,
-# Python's bcrypt raises instead, so truncate to accept the same passwords.
-_BCRYPT_MAX_PASSWORD: Final = 72
-
-
-class _TLSFileError(Exception):
-    """A TLS file could not be loaded; ``key`` is the config key that names it."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"tls_server_config.{key}: {message}")
-        self.key = key
-        self.message = message
-
-
-def _refuse_passphrase() -> NoReturn:
-    # Without a password callback OpenSSL prompts on the terminal for an encrypted
-    # key, which would hang a daemon.
-    raise _TLSFileError(
-        "key_file",
-        "the key is encrypted; the web config has no passphrase setting, give an unencrypted key",
-    )
-
-
-@dataclass(frozen=True, kw_only=True)
-class TLSSettings:
-    """What the server's TLS context is built from; paths are absolute."""
-
-    cert_file: Path
-    key_file: Path
-    client_auth_type: ClientAuth = ClientAuth.NO_CLIENT_CERT
-    client_ca_file: Path | None = None
-    min_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2
-    max_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_3
-    ciphers: str | None = None
-    """OpenSSL cipher list for TLS 1.2 and below; None keeps OpenSSL's defaults."""
-    curve: str | None = None
-    """OpenSSL name of the one key-exchange group; None keeps OpenSSL's defaults."""
-    prefer_server_cipher_suites: bool = True
-
-    def ssl_context(self) -> ssl.SSLContext:
-        """Build the server context, reading the files now.
-
-        Raises ``_TLSFileError`` (its message names the config key) when a file
-        does not load.
-        """
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.minimum_version = self.min_version
-        ctx.maximum_version = self.max_version
-        if self.prefer_server_cipher_suites:
-            ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
-        else:
-            ctx.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
-        _check_has_certificate(self.cert_file, "cert_file")
-        try:
-            ctx.load_cert_chain(self.cert_file, self.key_file, password=_refuse_passphrase)
-        except ssl.SSLError as exc:
-            # The certificate parsed above, so what is left is the key.
-            if exc.reason == "KEY_VALUES_MISMATCH":
-                message = (
-                    f"{self.key_file} is not the private key of the certificate in"
-                    f" {self.cert_file}; give the key that belongs to cert_file"
-                )
-            else:
-                message = f"{self.key_file} holds no usable PEM private key ({exc})"
-            raise _TLSFileError("key_file", message) from exc
-        except OSError as exc:
-            raise _TLSFileError("key_file", f"cannot read {self.key_file}: {exc}") from exc
-        ctx.verify_mode = self.client_auth_type.cert_reqs
-        if self.client_ca_file is not None and self.client_auth_type.needs_client_ca:
-            _check_has_certificate(self.client_ca_file, "client_ca_file")
-            ctx.load_verify_locations(self.client_ca_file)
-        if self.ciphers is not None:
-            ctx.set_ciphers(self.ciphers)
-        if self.curve is not None:
-            ctx.set_ecdh_curve(self.curve)
-        return ctx
-
-
-def _check_has_certificate(path: Path, key: str) -> None:
-    """Fail with the config key's name unless ``path`` holds at least one PEM certificate."""
-    try:
-        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=path)
-    except ssl.SSLError as exc:
-        raise _TLSFileError(key, f"{path} holds no PEM certificate ({exc.reason})") from exc
-    except OSError as exc:
-        raise _TLSFileError(key, f"cannot read {path}: {exc.strerror or exc}") from exc
 
 
 def _empty() -> Mapping[str, Any]:
@@ -343,12 +210,11 @@ _Entries = dict[str, tuple[yaml.Node, yaml.Node]]
 
 
 class _Reader:
-    """Walks the YAML node tree, turning values into Python and collecting problems with lines."""
+    """Checks the web config's nodes, turning them into Python, collecting problems with lines."""
 
-    def __init__(self, path: Path, loader: yaml.SafeLoader) -> None:
+    def __init__(self, path: Path) -> None:
         self.path = path
         self._problems: list[tuple[int, str]] = []
-        self._loader = loader
 
     @property
     def problems(self) -> list[str]:
@@ -356,7 +222,7 @@ class _Reader:
         return [text for _, text in sorted(self._problems, key=lambda p: p[0])]
 
     def problem(self, node: yaml.Node, key: str, message: str) -> None:
-        line = node.start_mark.line + 1
+        line = yamlnodes.line(node)
         where = key or "top level"
         self._problems.append((line, f"{self.path}:{line}: {where}: {message}"))
 
@@ -366,28 +232,24 @@ class _Reader:
         if not isinstance(node, yaml.MappingNode):
             self.problem(node, key, f"must be a mapping with the keys {', '.join(allowed)}")
             return {}
-        entries: _Entries = {}
-        for key_node, value_node in node.value:
-            name = self.value(key_node)
-            full = f"{key}.{name}" if key else str(name)
-            if not isinstance(name, str):
-                self.problem(key_node, key, f"key {name!r} must be a string")
-            elif name in entries:
-                self.problem(key_node, full, "duplicate key")
-            elif name in allowed:
-                entries[name] = (key_node, value_node)
+        scan = yamlnodes.scan_keys(node, allowed)
+        for bad in scan.problems:
+            full = f"{key}.{bad.key}" if key else str(bad.key)
+            if bad.why is yamlnodes.Why.NOT_A_STRING:
+                self.problem(
+                    bad.node, key, f"key {yamlnodes.construct(bad.node)!r} must be a string"
+                )
+            elif bad.why is yamlnodes.Why.DUPLICATE:
+                self.problem(bad.node, full, "duplicate key")
             elif full in _NOT_SUPPORTED:
-                self.problem(key_node, full, _NOT_SUPPORTED[full])
+                self.problem(bad.node, full, _NOT_SUPPORTED[full])
             else:
-                self.problem(key_node, full, f"unknown key; allowed: {', '.join(allowed)}")
-        return entries
-
-    def value(self, node: yaml.Node) -> object:
-        return self._loader.construct_object(node, deep=True)
+                self.problem(bad.node, full, f"unknown key; allowed: {', '.join(allowed)}")
+        return scan.entries
 
     def string(self, node: yaml.Node, key: str) -> str | None:
         """A string value; None when null or empty (unset, as in Go)."""
-        value = self.value(node)
+        value = yamlnodes.construct(node)
         if value is None or value == "":
             return None
         if not isinstance(value, str):
@@ -396,23 +258,23 @@ class _Reader:
         return value
 
     def boolean(self, node: yaml.Node, key: str, default: bool) -> bool:
-        value = self.value(node)
-        if value is None:
+        if yamlnodes.is_null(node):
             return default
-        if not isinstance(value, bool):
+        value = yamlnodes.boolean(node)
+        if value is None:
             self.problem(node, key, "must be true or false")
             return default
         return value
 
     def strings(self, node: yaml.Node, key: str) -> list[tuple[yaml.Node, str]]:
-        if isinstance(node, yaml.ScalarNode) and self.value(node) is None:
+        if yamlnodes.is_null(node):
             return []
         if not isinstance(node, yaml.SequenceNode):
             self.problem(node, key, "must be a list of strings")
             return []
         items: list[tuple[yaml.Node, str]] = []
         for item in node.value:
-            value = self.value(item)
+            value = yamlnodes.construct(item)
             if isinstance(value, str):
                 items.append((item, value))
             else:
@@ -427,18 +289,17 @@ def load_web_config(path: Path) -> WebConfig:
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise WebConfigError(path, [f"{path}: cannot read the web config: {reason}"]) from exc
-    loader = yaml.SafeLoader(text)
     try:
-        root = loader.get_single_node()
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise WebConfigError(path, [f"{path}{line}: not valid YAML: {problem}"]) from exc
-    finally:
-        loader.dispose()
-    reader = _Reader(path, loader)
-    if root is None or (isinstance(root, yaml.ScalarNode) and reader.value(root) is None):
+    except RecursionError as exc:
+        raise WebConfigError(path, [f"{path}: not valid YAML: nested too deeply"]) from exc
+    reader = _Reader(path)
+    if root is None or yamlnodes.is_null(root):
         return WebConfig()  # An empty file means plain HTTP, as in the Go toolkit.
     top = reader.mapping(root, "", _TOP_KEYS)
     tls = _read_tls(reader, *top["tls_server_config"]) if "tls_server_config" in top else None
@@ -452,7 +313,7 @@ def load_web_config(path: Path) -> WebConfig:
 
 
 def _read_tls(reader: _Reader, section_key: yaml.Node, node: yaml.Node) -> TLSSettings | None:
-    if isinstance(node, yaml.ScalarNode) and reader.value(node) is None:
+    if yamlnodes.is_null(node):
         return None
     entries = reader.mapping(node, "tls_server_config", _TLS_KEYS)
     if not entries:
@@ -615,7 +476,7 @@ def _read_tls(reader: _Reader, section_key: yaml.Node, node: yaml.Node) -> TLSSe
     try:
         # Built once now so that a bad pair fails at start-up, not at the first handshake.
         settings.ssl_context()
-    except _TLSFileError as exc:
+    except TLSFileError as exc:
         reader.problem(key_node(exc.key), f"tls_server_config.{exc.key}", exc.message)
         return None
     except ssl.SSLError as exc:
@@ -625,7 +486,7 @@ def _read_tls(reader: _Reader, section_key: yaml.Node, node: yaml.Node) -> TLSSe
 
 
 def _read_http(reader: _Reader, node: yaml.Node) -> dict[str, str]:
-    if isinstance(node, yaml.ScalarNode) and reader.value(node) is None:
+    if yamlnodes.is_null(node):
         return {}
     entries = reader.mapping(node, "http_server_config", _HTTP_KEYS)
     if "http2" in entries:
@@ -634,7 +495,7 @@ def _read_http(reader: _Reader, node: yaml.Node) -> dict[str, str]:
     if "headers" not in entries:
         return {}
     headers_node = entries["headers"][1]
-    if isinstance(headers_node, yaml.ScalarNode) and reader.value(headers_node) is None:
+    if yamlnodes.is_null(headers_node):
         return {}
     headers: dict[str, str] = {}
     for name, (_, value_node) in reader.mapping(
@@ -667,14 +528,14 @@ def _is_header_value(value: str) -> bool:
 
 
 def _read_users(reader: _Reader, node: yaml.Node) -> dict[str, bytes]:
-    if isinstance(node, yaml.ScalarNode) and reader.value(node) is None:
+    if yamlnodes.is_null(node):
         return {}
     if not isinstance(node, yaml.MappingNode):
         reader.problem(node, "basic_auth_users", "must be a mapping of user name to bcrypt hash")
         return {}
     users: dict[str, bytes] = {}
     for key_node, value_node in node.value:
-        name = reader.value(key_node)
+        name = yamlnodes.construct(key_node)
         if not isinstance(name, str):
             reader.problem(
                 key_node, "basic_auth_users", f"user name {name!r} must be a string; quote it"
@@ -688,174 +549,9 @@ def _read_users(reader: _Reader, node: yaml.Node) -> dict[str, bytes]:
             # Basic auth splits "user:password" at the first colon.
             reader.problem(key_node, key, "user name contains ':' and could never log in")
             continue
-        value = reader.value(value_node)
+        value = yamlnodes.construct(value_node)
         if not isinstance(value, str) or not _BCRYPT_HASH.fullmatch(value):
             reader.problem(value_node, key, f"not a bcrypt hash (value not shown); {_HASH_HELP}")
             continue
         users[name] = value.encode("ascii")
     return users
-
-
-# ---------------------------------------------------------------------------
-# Serving
-
-
-_CACHE_SIZE: Final = 1024
-_UNAUTHORIZED_BODY: Final = b"Unauthorized\n"
-
-
-class BasicAuthMiddleware:
-    """ASGI middleware: HTTP basic auth against bcrypt hashes, plus fixed response headers.
-
-    With no users, requests pass through and only the headers are added. With
-    users, every HTTP request needs a valid ``Authorization: Basic`` header, else
-    it gets 401 with a ``WWW-Authenticate`` challenge.
-
-    bcrypt is slow on purpose (tens to hundreds of ms), so checks run in a worker
-    thread, one at a time (like the toolkit's mutex: a flood of bad passwords
-    costs one core, and leaves the default executor to DNS lookups), and
-    successful checks are remembered under a keyed hash of user, password and
-    stored hash, so a scraper's repeated requests cost microseconds and no
-    plaintext password is kept. Unknown users are checked against a decoy hash of
-    the highest configured cost, so timing does not tell which users exist.
-    Neither passwords nor the Authorization header are ever logged.
-    """
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        users: Mapping[str, bytes],
-        headers: Mapping[str, str] | None = None,
-        realm: str = REALM,
-    ) -> None:
-        # With users, this hashes a decoy at their highest cost: one bcrypt run
-        # (about 70 ms at cost 10) at construction, not on a request.
-        self._app = app
-        self._users = tuple((name.encode("utf-8"), hashed) for name, hashed in users.items())
-        self._headers = [
-            (name.lower().encode("latin-1"), value.encode("latin-1"))
-            for name, value in (headers or {}).items()
-            if value
-        ]
-        self._header_names = frozenset(name for name, _ in self._headers)
-        self._challenge = f'Basic realm="{realm}"'.encode("latin-1")
-        self._decoy = b""
-        if self._users:
-            cost = max(int(hashed[4:6]) for _, hashed in self._users)
-            self._decoy = bcrypt.hashpw(
-                secrets.token_urlsafe(16).encode("ascii"), bcrypt.gensalt(rounds=cost)
-            )
-        self._cache_key = secrets.token_bytes(32)
-        self._cache: OrderedDict[bytes, None] = OrderedDict()
-        self._bcrypt_slot = asyncio.Semaphore(1)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind not in ("http", "websocket"):
-            await self._app(scope, receive, send)
-            return
-        if kind == "http" and self._headers:
-            send = self._adding_headers(send)
-        if self._users and not await self._authorized(scope):
-            if kind == "http":
-                await self._unauthorized(send)
-            else:
-                await receive()  # websocket.connect; closing before accept answers 403.
-                await send({"type": "websocket.close", "code": 1008})
-            return
-        await self._app(scope, receive, send)
-
-    def _adding_headers(self, send: Send) -> Send:
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                kept = [
-                    (name, value)
-                    for name, value in message.get("headers", ())
-                    if bytes(name).lower() not in self._header_names
-                ]
-                message = {**message, "headers": [*kept, *self._headers]}
-            await send(message)
-
-        return send_with_headers
-
-    async def _unauthorized(self, send: Send) -> None:
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [
-                    (b"content-type", b"text/plain; charset=utf-8"),
-                    (b"content-length", str(len(_UNAUTHORIZED_BODY)).encode("ascii")),
-                    (b"www-authenticate", self._challenge),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": _UNAUTHORIZED_BODY})
-
-    async def _authorized(self, scope: Scope) -> bool:
-        credentials = _basic_credentials(scope.get("headers", ()))
-        if credentials is None:
-            return False
-        user, password = credentials
-        password = password[:_BCRYPT_MAX_PASSWORD]
-        stored: bytes | None = None
-        # Every configured name is compared, in constant time each, so the time
-        # taken does not depend on which (or whether a) name matched.
-        for name, hashed in self._users:
-            if hmac.compare_digest(name, user):
-                stored = hashed
-        hashed = self._decoy if stored is None else stored
-        key = self._cache_entry(user, password, hashed)
-        if stored is not None and self._cached(key):
-            return True
-        async with self._bcrypt_slot:
-            # Concurrent first requests with the same credentials queue here; the
-            # first one fills the cache for the rest.
-            if stored is not None and self._cached(key):
-                return True
-            matched = await asyncio.to_thread(_check_password, password, hashed)
-        if stored is None or not matched:
-            return False
-        self._cache[key] = None
-        if len(self._cache) > _CACHE_SIZE:
-            self._cache.popitem(last=False)
-        return True
-
-    def _cache_entry(self, user: bytes, password: bytes, hashed: bytes) -> bytes:
-        mac = hmac.new(self._cache_key, digestmod=hashlib.sha256)
-        for part in (user, password, hashed):
-            mac.update(len(part).to_bytes(4, "big"))
-            mac.update(part)
-        return mac.digest()
-
-    def _cached(self, key: bytes) -> bool:
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return True
-        return False
-
-
-def _check_password(password: bytes, hashed: bytes) -> bool:
-    try:
-        return bcrypt.checkpw(password, hashed)
-    except ValueError:
-        # A hash bcrypt cannot parse never matches; the request gets 401, not 500.
-        return False
-
-
-def _basic_credentials(headers: Iterable[tuple[bytes, bytes]]) -> tuple[bytes, bytes] | None:
-    """User and password from the first Authorization header, if it is well-formed Basic."""
-    for name, value in headers:
-        if bytes(name).lower() != b"authorization":
-            continue
-        scheme, _, token = bytes(value).strip().partition(b" ")
-        if scheme.lower() != b"basic":
-            return None
-        try:
-            decoded = base64.b64decode(token.strip(), validate=True)
-        except (binascii.Error, ValueError):
-            return None
-        user, colon, password = decoded.partition(b":")
-        return (user, password) if colon else None
-    return None
