@@ -30,14 +30,12 @@ from prometheus_client.samples import Sample
 from availability_exporter import __version__
 from availability_exporter.config import Defaults, parse_config
 from availability_exporter.daemon import Exporter
-from availability_exporter.metrics import (
-    GzipSnapshot,
-    accepts_gzip,
-    exposition,
-)
+from availability_exporter.metrics import exposition
 from availability_exporter.model import REASONS, ProbeResult, State
 from availability_exporter.settings import Settings
+from availability_exporter.snapshot import RELOAD_WAIT, GzipSnapshot
 from availability_exporter.stats import Stats
+from availability_exporter.web import accepts_gzip
 from tests.needs import binary
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -405,7 +403,7 @@ def test_gzip_snapshot_is_the_exposition_of_its_moment(openmetrics: bool) -> Non
         assert tracked is not None
         stats.record(tracked, RESULTS[0][1])
         stale = _gunzip(await snapshot.body(registry, openmetrics=openmetrics))
-        snapshot.invalidate()  # the cycle completes: formats scraped before are rebuilt
+        snapshot.cycle_completed()  # formats scraped before are rebuilt
         await snapshot.settled()
         fresh = _gunzip(await snapshot.body(registry, openmetrics=openmetrics))
         return first, stale, fresh, expected
@@ -437,8 +435,9 @@ def test_gzip_snapshot_follows_a_config_change_at_once() -> None:
         await snapshot.body(CollectorRegistry(), openmetrics=False)
         kept = parse_config(CONFIG.encode(), "golden.yaml", Defaults()).endpoints
         stats.apply(e for e in kept if e.name != "api search")
-        snapshot.invalidate(layout=True)
-        # No wait: a scrape right after a reload already reflects it.
+        snapshot.config_applied()
+        # A scrape right after a reload already reflects it: a build this small is done
+        # within the snapshot's RELOAD_WAIT.
         return _gunzip(await snapshot.body(CollectorRegistry(), openmetrics=False))
 
     text = asyncio.run(go())
@@ -454,10 +453,10 @@ def test_gzip_snapshot_builds_once_for_concurrent_scrapes_and_survives_a_hang_up
         snapshot = GzipSnapshot(stats)
         original = snapshot._build
 
-        async def counted(openmetrics: bool, layout: int) -> Any:
+        async def counted(openmetrics: bool, generation: int) -> Any:
             nonlocal builds
             builds += 1
-            return await original(openmetrics, layout)
+            return await original(openmetrics, generation)
 
         snapshot._build = counted  # type: ignore[method-assign]
         registry = CollectorRegistry()
@@ -471,3 +470,90 @@ def test_gzip_snapshot_builds_once_for_concurrent_scrapes_and_survives_a_hang_up
     bodies = asyncio.run(go())
     assert builds == 1
     assert len(set(bodies)) == 1 and "availability_probes_total" in bodies[0]
+
+
+def _gated(snapshot: GzipSnapshot, gate: asyncio.Event) -> list[int]:
+    """Make every build of ``snapshot`` but the first wait for ``gate``; returns the builds."""
+    original = snapshot._build
+    builds: list[int] = []
+
+    async def gated(openmetrics: bool, generation: int) -> Any:
+        builds.append(generation)
+        if len(builds) > 1:
+            await gate.wait()
+        return await original(openmetrics, generation)
+
+    snapshot._build = gated  # type: ignore[method-assign]
+    return builds
+
+
+def test_gzip_scrape_during_a_build_gets_the_last_complete_copy_at_once() -> None:
+    stats = build_stats()
+
+    async def go() -> tuple[str, str, str]:
+        snapshot = GzipSnapshot(stats)
+        gate = asyncio.Event()
+        _gated(snapshot, gate)
+        registry = CollectorRegistry()
+        first = _gunzip(await snapshot.body(registry, openmetrics=False))
+        tracked = stats.get("idle")
+        assert tracked is not None
+        stats.record(tracked, RESULTS[0][1])
+        snapshot.cycle_completed()  # the next copy's build starts, and hangs
+        await asyncio.sleep(0.01)
+        during = _gunzip(await asyncio.wait_for(snapshot.body(registry, openmetrics=False),
+                                                0.005))
+        gate.set()
+        await snapshot.settled()
+        after = _gunzip(await snapshot.body(registry, openmetrics=False))
+        return first, during, after
+
+    first, during, after = asyncio.run(go())
+    idle_up = 'availability_endpoint_up{endpoint="idle",domain="idle.example.org"}'
+    assert f"{idle_up} 0" in first and during == first
+    assert f"{idle_up} 1" in after
+
+
+def test_gzip_snapshot_coalesces_cycles_that_complete_during_a_build() -> None:
+    stats = build_stats()
+
+    async def go() -> list[int]:
+        snapshot = GzipSnapshot(stats)
+        gate = asyncio.Event()
+        builds = _gated(snapshot, gate)
+        await snapshot.body(CollectorRegistry(), openmetrics=False)
+        for _ in range(5):  # five cycles end while one build hangs: one more build, not five
+            snapshot.cycle_completed()
+            await asyncio.sleep(0)
+        gate.set()
+        await snapshot.settled()
+        return builds
+
+    assert asyncio.run(go()) == [0, 0, 0]
+
+
+def test_gzip_scrape_after_a_reload_waits_briefly_then_gets_the_previous_copy() -> None:
+    """A slow build of the new endpoints holds a scrape for RELOAD_WAIT at most."""
+    stats = build_stats()
+
+    async def go() -> tuple[str, float, str]:
+        snapshot = GzipSnapshot(stats)
+        gate = asyncio.Event()
+        _gated(snapshot, gate)
+        registry = CollectorRegistry()
+        await snapshot.body(registry, openmetrics=False)
+        kept = parse_config(CONFIG.encode(), "golden.yaml", Defaults()).endpoints
+        stats.apply(e for e in kept if e.name != "api search")
+        snapshot.config_applied()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        during = _gunzip(await snapshot.body(registry, openmetrics=False))
+        waited = loop.time() - started
+        gate.set()
+        await snapshot.settled()
+        return during, waited, _gunzip(await snapshot.body(registry, openmetrics=False))
+
+    during, waited, after = asyncio.run(go())
+    assert "api search" in during  # the previous copy, served after a bounded wait
+    assert RELOAD_WAIT <= waited < RELOAD_WAIT + 0.5
+    assert "api search" not in after and 'endpoint="idle"' in after

@@ -24,7 +24,7 @@ from availability_exporter.settings import (
     load_settings,
     parse_listen_address,
 )
-from availability_exporter.web import App, make_server
+from availability_exporter.web import App, WebServer
 from availability_exporter.webconfig import WebConfig, WebConfigError, load_web_config
 
 log = logging.getLogger("availability_exporter")
@@ -135,28 +135,18 @@ def check_config(settings: Settings) -> int:
 
 
 def run(settings: Settings, sock: socket.socket | None, web_config: WebConfig) -> int:
+    """Build the daemon and, given a bound socket, its web server; run them."""
     async def serve() -> int:
         exporter = Exporter(settings)
-
-        def start_web(exp: Exporter) -> asyncio.Task[None]:
-            assert sock is not None
-            server = make_server(web_config.wrap(App(exp)), settings.web_listen_address,
-                                 **web_config.uvicorn_ssl_kwargs())
-
-            async def serve_until_stopped() -> None:
-                task = asyncio.create_task(server.serve(sockets=[sock]))
-                try:
-                    await exp.stop.wait()
-                finally:
-                    server.should_exit = True
-                    await asyncio.wait([task], timeout=1.5)
-
-            host, port = sock.getsockname()[:2]
-            log.info("serving /metrics and the status page on %s://%s:%d/", web_config.scheme,
-                     host, port)
-            return asyncio.get_running_loop().create_task(serve_until_stopped())
-
-        return await exporter.run(web=None if settings.once else start_web)
+        if sock is None:  # --once serves nothing
+            return await exporter.run()
+        app = App(exporter.status, registry=exporter.registry, snapshot=exporter.snapshot)
+        host, port = sock.getsockname()[:2]
+        server = WebServer(web_config.wrap(app), sock, host=host, port=port,
+                           ssl=web_config.uvicorn_ssl_kwargs())
+        log.info("serving /metrics and the status page on %s://%s:%d/", web_config.scheme,
+                 host, port)
+        return await exporter.run(web=server.serve)
 
     return run_event_loop(serve())
 

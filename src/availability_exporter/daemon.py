@@ -18,19 +18,20 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 from availability_exporter import shard, statefile
 from availability_exporter.config import Config, ConfigError, Defaults, load_config, parse_config
 from availability_exporter.demo import DemoServer, demo_config
-from availability_exporter.metrics import GzipSnapshot, exporter_registry
+from availability_exporter.metrics import exporter_registry
 from availability_exporter.model import State
 from availability_exporter.probe import Prober
 from availability_exporter.scheduler import Observer, Scheduler
 from availability_exporter.settings import Settings, parse_shard
+from availability_exporter.snapshot import GzipSnapshot
 from availability_exporter.stats import Stats
+from availability_exporter.status import ReloadStatus, StatusView
 
 log = logging.getLogger(__name__)
 
@@ -92,13 +93,6 @@ async def off_loop(func: Callable[..., T], *args: Any) -> T:
     return await future
 
 
-@dataclass(slots=True)
-class ReloadStatus:
-    successful: bool = True
-    last_success: float = 0.0
-    last_error: str | None = None
-
-
 class Exporter:
     """The state the scheduler, the console report and the web app share."""
 
@@ -119,9 +113,17 @@ class Exporter:
             concurrency=settings.probe_concurrency,
             observers=[Observer(on_cycle_end=self._cycle_done)],
         )
-        self.registry = exporter_registry(self)
-        self.snapshot = GzipSnapshot(self.stats)
         self.reload_status = ReloadStatus()
+        # What the web side sees of this object: read-only figures and the reload action.
+        self.status = StatusView(
+            stats=self.stats, probe_interval=settings.probe_interval,
+            latency_threshold=settings.probe_latency_threshold,
+            cycle_stats=lambda: self.scheduler.cycle_stats,
+            reload_status=lambda: self.reload_status,
+            ready=lambda: self.ready, healthy=self.healthy, reload=self.reload,
+        )
+        self.registry = exporter_registry(self.status)
+        self.snapshot = GzipSnapshot(self.stats)
         self.config: Config | None = None
         self.config_path: Path | None = settings.config
         self.demo: DemoServer | None = None
@@ -131,7 +133,6 @@ class Exporter:
         self._state_write: asyncio.Task[None] | None = None
         self._reload_lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
-        self._publishing: asyncio.Task[None] | None = None
 
     # -- config -------------------------------------------------------------------------
 
@@ -146,7 +147,7 @@ class Exporter:
         index, count = self.shard
         endpoints = shard.select(config.endpoints, index, count)
         self.stats.apply(endpoints)
-        self.snapshot.invalidate(layout=True)
+        self.snapshot.config_applied()
         self.config = config
         self._seen_digest = config.digest
         self.reload_status = ReloadStatus(successful=True, last_success=time.time())
@@ -188,21 +189,11 @@ class Exporter:
     # -- cycles -------------------------------------------------------------------------
 
     def _cycle_done(self, cycle: int) -> None:
-        if not self.snapshot.wanted:
-            self._publish()
-            return
-        # Report once the gzip copy of /metrics includes this cycle, so whoever reacts to the
-        # report line and then scrapes sees at least this cycle (at 10,000 endpoints the copy
-        # takes a few hundred ms).  Chained, so reports stay in cycle order.
-        previous = self._publishing
-
-        async def publish() -> None:
-            if previous is not None:
-                await asyncio.wait([previous])
-            await self.snapshot.refresh()
-            self._publish()
-
-        self._publishing = asyncio.get_running_loop().create_task(publish())
+        # The report goes out now, on the beat (the scheduler calls this in cycle order); the
+        # gzip copy of /metrics is rebuilt afterwards in the background, and scrapes meanwhile
+        # get the previous copy.
+        self._publish()
+        self.snapshot.cycle_completed()
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` as a task nobody awaits."""
@@ -251,8 +242,13 @@ class Exporter:
 
     # -- life -----------------------------------------------------------------------------
 
-    async def run(self, *, web: Callable[[Exporter], asyncio.Task[None]] | None = None) -> int:
-        """Start up, cycle until stopped, shut down; returns the exit status."""
+    async def run(
+        self, *, web: Callable[[asyncio.Event], Coroutine[Any, Any, None]] | None = None,
+    ) -> int:
+        """Start up, cycle until stopped, shut down; returns the exit status.
+
+        ``web`` serves HTTP until the event it is given (this daemon's stop) is set.
+        """
         settings = self.settings
         loop = asyncio.get_running_loop()
         self._capture_signals(loop)
@@ -262,14 +258,14 @@ class Exporter:
         self.apply(await off_loop(self.load))
         if settings.state_file is not None:
             saved = await off_loop(statefile.read, settings.state_file)
+            # No gzip copy exists before the web server starts: the first one has these counts.
             restored = self.stats.restore(saved, statefile.url_key)
-            self.snapshot.invalidate(layout=True)
             if saved:
                 log.info("restored counts of %d endpoints from %s", restored, settings.state_file)
         await self.prober.warm_up()
         tasks: list[asyncio.Task[None]] = []
         if web is not None:
-            tasks.append(web(self))
+            tasks.append(loop.create_task(web(self.stop)))
         tasks.append(loop.create_task(self._watch_config()))
         if settings.run_duration is not None:
             loop.call_later(settings.run_duration, self.stop.set)
@@ -292,8 +288,6 @@ class Exporter:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=1.5)
-        if self._publishing is not None:  # the last cycle's report, if still being prepared
-            await asyncio.wait([self._publishing], timeout=1.0)
         await self.prober.aclose()
         if self.demo is not None:
             await self.demo.stop()
