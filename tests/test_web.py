@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import gzip
 import io
+import json
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -364,6 +365,38 @@ def test_endpoint_page_shows_results_reasons_and_errors(targets: Endpoints,
             missing = await client.get("/endpoint", params={"name": "no such endpoint"})
             assert missing.status_code == 404
             assert "no such endpoint" in missing.text
+
+    run(body())
+
+
+MARKUP_NAME = """<img src=x onerror='alert(1)'> "quoted" & co"""
+
+
+def test_pages_escape_names_errors_and_query_values(targets: Endpoints, tmp_path: Path) -> None:
+    """Names come from the config and errors from remote servers: neither may become markup."""
+    config = write(tmp_path / "e.yaml", (
+        f"- name: {json.dumps(MARKUP_NAME)}\n  url: {targets.server.url('/error')}\n"))
+
+    async def body() -> None:
+        async with exporter_client(config) as (exporter, client):
+            await run_cycles(exporter)
+            pages = [
+                await client.get("/"),
+                await client.get("/", params={"domain": MARKUP_NAME}),
+                await client.get("/endpoint", params={"name": MARKUP_NAME}),
+                await client.get("/endpoint", params={"name": "<i>" + MARKUP_NAME}),
+            ]
+            assert [p.status_code for p in pages] == [200, 200, 200, 404]
+            for response in pages:
+                assert "<img" not in response.text and "<i>" not in response.text
+                assert "&lt;img src=x onerror=&#39;alert(1)&#39;&gt; &#34;quoted&#34; &amp; co" \
+                    in response.text
+            # What a browser shows is the name itself, and the link leads to its page.
+            page = Page(pages[0].text)
+            assert page.endpoint_states() == {MARKUP_NAME: "down"}
+            assert f"/endpoint?name={quote(MARKUP_NAME, safe='')}" in page.links
+            history = Page(pages[2].text).tables["history"][1].cells
+            assert (history[1], history[-1]) == ("down", "HTTP status 500")
 
     run(body())
 

@@ -217,13 +217,16 @@ def endpoint_chunks(
     rest is rendered does not mix two configs into one body.
     """
     endpoints = list(stats)
-    labels = [label_text(item) for item in endpoints]
+    # Filled while the first family renders, so that no one slice formats all 10,000 labels.
+    labels: list[str] = []
     buffer: list[str] = []
     size = 0
     for family in FAMILIES:
         buffer.append(family.header(openmetrics=openmetrics))
-        for item, label in zip(endpoints, labels, strict=True):
-            piece = family.samples(item, label)
+        for index, item in enumerate(endpoints):
+            if index == len(labels):
+                labels.append(label_text(item))
+            piece = family.samples(item, labels[index])
             buffer.append(piece)
             size += len(piece)
             if size >= chunk_size:
