@@ -83,18 +83,21 @@ def test_every_extension_and_scalar_coercion(monkeypatch: pytest.MonkeyPatch) ->
     assert first.method == "POST"
     assert first.domain == "example.com"
     token = base64.b64encode(b"User:pw").decode()
+    # URL credentials stay in the URL: httpx sends them as basic auth (percent-decoded).
     assert first.headers == (
-        ("Authorization", f"Basic {token}"),
         ("X-Num", "42"), ("X-Bool", "true"), ("X-Token", "s3cret-token-value"),
     )
+    assert (first.request.username, first.request.password) == ("User", "pw")
+    assert token in first.secrets
     assert (first.timeout, first.latency_threshold) == (2.0, 0.25)
     assert first.follow_redirects is False and first.verify_tls is False
-    assert first.request.port == 8443 and first.request.target == b"/a//b?next=http://other.example/x"
-    assert first.request.host_header == b"example.com.:8443"
+    assert first.request.port == 8443
+    assert first.request.raw_path == b"/a//b?next=http://other.example/x"
+    assert first.request.netloc == b"example.com.:8443"
     assert "pw" not in first.url and "xxxxx" in first.display_url
     assert "s3cret-token-value" in first.secrets and "pw" not in first.display_url
     assert plain.domain == "::1"
-    assert plain.request.host_header == b"[::1]:8080"
+    assert plain.request.netloc == b"[::1]:8080"
     assert plain.follow_redirects is True and plain.verify_tls is True
 
 

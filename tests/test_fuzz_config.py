@@ -140,6 +140,14 @@ ENDPOINT_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "latency_threshold": st.one_of(st.floats(), st.integers(), VALUES),
     "follow_redirects": st.one_of(st.booleans(), VALUES),
     "verify_tls": st.one_of(st.booleans(), VALUES),
+    "http2": st.one_of(st.booleans(), VALUES),
+    "proxy": st.one_of(URLS, VALUES, HUGE_URLS),
+    "tls": st.one_of(
+        st.dictionaries(st.sampled_from(["ca_file", "cert_file", "key_file", "server_name",
+                                         "ca"]),
+                        st.one_of(ODD_TEXT, VALUES, st.just("/dev/null")), max_size=4),
+        VALUES),
+    "ip_family": st.one_of(st.sampled_from(["any", "ipv4", "ipv6", "IPv4", ""]), VALUES),
 }
 
 

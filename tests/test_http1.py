@@ -175,8 +175,8 @@ class ScriptedServer:
 
 
 def endpoint(url: str, **extra: object) -> Endpoint:
-    lines = [f"- name: http1-test\n  url: '{url}'\n  timeout: {TIMEOUT}\n"]
-    for key, value in extra.items():
+    lines = [f"- name: http1-test\n  url: '{url}'\n"]
+    for key, value in {"timeout": TIMEOUT, **extra}.items():
         lines.append(f"  {key}: {json.dumps(value)}\n")
     return parse_config("".join(lines).encode(), "t.yaml", Defaults()).endpoints[0]
 
@@ -592,22 +592,43 @@ def test_header_block_limit(wire: Wire, prober: Prober, total: int, terminated: 
 # -- the body cap --------------------------------------------------------------------------------
 
 FLOOD_PIECE = b"x" * 65536
-FLOOD = 4 * BODY_CAP
+FLOOD = 4 * BODY_CAP  # well past the part a probe keeps for response checks
+FLOOD_STEPS = tuple([FLOOD_PIECE] * (FLOOD // len(FLOOD_PIECE)))
+
+
+@pytest.mark.parametrize(("head", "tail", "keep_open"), [
+    pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % FLOOD, (), True,
+                 id="content-length"),
+    pytest.param(CHUNKED_HEAD + b"%x\r\n" % FLOOD, (b"\r\n0\r\n\r\n",), True, id="chunked"),
+    pytest.param(b"HTTP/1.1 200 OK\r\n\r\n", (), False, id="until-close"),
+])
+def test_large_body_is_read_to_its_end(wire: Wire, prober: Prober, head: bytes,
+                                       tail: tuple[bytes, ...], keep_open: bool) -> None:
+    # Past the kept 1 MiB the body is still read, to its framed end: only that ends the probe.
+    steps = (head, *FLOOD_STEPS, *tail)
+    result = probe_one(wire, Reply(steps, keep_open=keep_open, sync=False), prober)
+    assert outcome(result) == UP_200, result
+    assert_prompt(result)
+    assert wire.received == len(head) + FLOOD + sum(map(len, tail))
 
 
 @pytest.mark.parametrize("head", [
     pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (10 * BODY_CAP),
                  id="content-length"),
     pytest.param(CHUNKED_HEAD + b"%x\r\n" % (10 * BODY_CAP), id="chunked"),
-    pytest.param(b"HTTP/1.1 200 OK\r\n\r\n", id="until-close"),
 ])
-def test_body_over_the_cap_stops_reading(wire: Wire, prober: Prober, head: bytes) -> None:
-    # The server would send 4 MiB and then keep the connection open: only the cap ends it.
-    steps = (head, *([FLOOD_PIECE] * (FLOOD // len(FLOOD_PIECE))))
-    result = probe_one(wire, Reply(steps, keep_open=True, sync=False), prober)
-    assert outcome(result) == UP_200, result
-    assert_prompt(result)
-    assert BODY_CAP <= wire.received - len(head) < FLOOD
+@pytest.mark.parametrize("keep_open", [False, True], ids=["cut", "stalled"])
+def test_body_cut_or_stalled_past_the_kept_part_is_down(
+    wire: Wire, prober: Prober, head: bytes, keep_open: bool,
+) -> None:
+    # 1.5 MiB of a 10 MiB body, then the server closes (protocol) or goes quiet (timeout).
+    steps = (head, *FLOOD_STEPS[: (3 * BODY_CAP // 2) // len(FLOOD_PIECE)])
+    result = probe_one(wire, Reply(steps, keep_open=keep_open, sync=False), prober,
+                       timeout=1.0)
+    expected = "timeout" if keep_open else "protocol"
+    assert (result.state, result.reason, result.status_code) == (State.DOWN, expected, 200)
+    if keep_open:
+        assert result.duration >= 1.0  # latency covers the whole (unfinished) response
 
 
 # -- keep-alive ----------------------------------------------------------------------------------

@@ -57,9 +57,13 @@ def setup_logging(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
-    # httpcore and uvicorn narrate every request at debug level: far too much at 10k endpoints.
-    for noisy in ("httpcore", "httpx", "uvicorn.access", "asyncio"):
+    # uvicorn narrates every request at debug level: far too much at 10k endpoints.
+    for noisy in ("uvicorn.access", "asyncio"):
         logging.getLogger(noisy).setLevel(max(logging.INFO, root.level))
+    # httpx and httpcore log every probe's full URL (credentials and ${VAR} values included)
+    # at INFO and DEBUG: never, whatever the level asked for.
+    for leaky in ("httpx", "httpcore"):
+        logging.getLogger(leaky).setLevel(max(logging.WARNING, root.level))
 
 
 def fail(message: str) -> int:

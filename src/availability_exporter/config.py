@@ -13,9 +13,10 @@ import base64
 import hashlib
 import os
 import re
+import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import httpx
 import yaml
@@ -40,7 +41,13 @@ OPTIONAL_KEYS = (
     "latency_threshold",
     "follow_redirects",
     "verify_tls",
+    "http2",
+    "proxy",
+    "tls",
+    "ip_family",
 )
+TLS_KEYS = ("ca_file", "cert_file", "key_file", "server_name")
+IP_FAMILIES = ("any", "ipv4", "ipv6")
 ALLOWED_KEYS = REQUIRED_KEYS + OPTIONAL_KEYS
 
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
@@ -60,15 +67,13 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class RequestTarget:
-    """Where and how to send one HTTP request, pre-encoded for httpcore."""
+class TlsOptions:
+    """An endpoint's own TLS material: a private CA, a client certificate, another name."""
 
-    scheme: bytes
-    host: bytes
-    port: int
-    target: bytes
-    host_header: bytes
-    url: str
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    server_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,12 +92,18 @@ class Endpoint:
     follow_redirects: bool
     verify_tls: bool
     line: int
-    request: RequestTarget
+    # The URL to request, parsed once by httpx; it keeps any userinfo, which httpx turns into
+    # basic auth (``url`` is the same without it).
+    request: httpx.URL = field(repr=False)
     secrets: tuple[str, ...] = field(default=(), repr=False)
+    http2: bool = False
+    proxy: str | None = field(default=None, repr=False)
+    tls: TlsOptions | None = None
+    ip_family: str = "any"
 
     @property
     def is_https(self) -> bool:
-        return self.request.scheme == b"https"
+        return self.request.scheme == "https"
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,8 +135,8 @@ def domain_of(url: str) -> str:
     return host.rstrip(".").lower()
 
 
-def prepare_target(url: str) -> RequestTarget:
-    """Encode a URL once for httpcore; raises ValueError when it cannot be requested."""
+def parse_url(url: str) -> httpx.URL:
+    """Parse a URL to probe once, with httpx; raises ValueError when it cannot be requested."""
     urlsplit(url).port  # noqa: B018 - raises ValueError for a port out of 0-65535
     parsed = httpx.URL(url)
     scheme = parsed.scheme
@@ -133,20 +144,12 @@ def prepare_target(url: str) -> RequestTarget:
         raise ValueError(f"scheme must be http or https, not {scheme or 'missing'!r}")
     if not parsed.host:
         raise ValueError("the URL has no host")
-    default_port = 443 if scheme == "https" else 80
-    port = parsed.port or default_port
-    host = parsed.raw_host
-    host_header = b"[" + host + b"]" if b":" in host else host
-    if port != default_port:
-        host_header += b":%d" % port
-    return RequestTarget(
-        scheme=scheme.encode("ascii"),
-        host=host,
-        port=port,
-        target=parsed.raw_path or b"/",
-        host_header=host_header,
-        url=str(parsed.copy_with(username=None, password=None) if parsed.userinfo else parsed),
-    )
+    return parsed
+
+
+def without_userinfo(url: httpx.URL) -> str:
+    """The URL as text without its credentials (for keys, pages and logs)."""
+    return str(url.copy_with(username=None, password=None) if url.userinfo else url)
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
@@ -202,8 +205,9 @@ def parse_config(data: bytes, source: str, defaults: Defaults) -> Config:
     problems: list[str] = []
     endpoints: list[Endpoint] = []
     first_line: dict[str, int] = {}
+    tls_checked: dict[tuple[str | None, str | None, str | None], str | None] = {}
     for index, item in enumerate(root.value, start=1):
-        builder = _EndpointBuilder(source, index, item, defaults)
+        builder = _EndpointBuilder(source, index, item, defaults, tls_checked)
         endpoint = builder.build()
         problems.extend(builder.problems)
         if endpoint is None:
@@ -225,7 +229,11 @@ def parse_config(data: bytes, source: str, defaults: Defaults) -> Config:
 class _EndpointBuilder:
     """Validates one list item, collecting problems instead of stopping at the first."""
 
-    def __init__(self, source: str, index: int, node: yaml.Node, defaults: Defaults) -> None:
+    def __init__(
+        self, source: str, index: int, node: yaml.Node, defaults: Defaults,
+        tls_checked: dict[tuple[str | None, str | None, str | None], str | None],
+    ) -> None:
+        self.tls_checked = tls_checked  # TLS files already loaded in this parse: their verdict
         self.source = source
         self.index = index
         self.node = node
@@ -277,6 +285,10 @@ class _EndpointBuilder:
         threshold = self._seconds(fields.get("latency_threshold"), "latency_threshold")
         follow = self._bool(fields.get("follow_redirects"), "follow_redirects", True)
         verify = self._bool(fields.get("verify_tls"), "verify_tls", True)
+        http2 = self._bool(fields.get("http2"), "http2", False)
+        proxy = self._proxy(fields.get("proxy"))
+        tls = self._tls(fields.get("tls"))
+        ip_family = self._ip_family(fields.get("ip_family"))
         if timeout is not None and timeout >= self.defaults.interval:
             self.problem(
                 fields["timeout"],
@@ -286,17 +298,15 @@ class _EndpointBuilder:
         if self.problems or name is None or url is None:
             return None
         raw_url, target = url
-        parts = urlsplit(raw_url)
-        if parts.password:
-            # Credentials in the URL become an Authorization header, as httpx would send.
-            self.secrets.append(parts.password)
-            credentials = f"{parts.username or ''}:{parts.password}"
-            token = base64.b64encode(credentials.encode()).decode("ascii")
-            headers = (("Authorization", f"Basic {token}"), *headers)
-            self.secrets.append(token)
+        if target.password:
+            # httpx sends URL credentials as basic auth, percent-decoded: each form they can
+            # take on the wire or in an echo is a secret.
+            self.secrets += [target.password, unquote(target.password)]
+            credentials = f"{target.username}:{target.password}"
+            self.secrets.append(base64.b64encode(credentials.encode()).decode("ascii"))
         return Endpoint(
             name=name,
-            url=target.url,
+            url=without_userinfo(target),
             display_url=_safe_url(str(fields["url"].value).strip()),
             domain=domain_of(raw_url),
             method=method,
@@ -311,6 +321,10 @@ class _EndpointBuilder:
             line=yamlnodes.line(node),
             request=target,
             secrets=tuple(sorted(set(self.secrets), key=len, reverse=True)),
+            http2=http2,
+            proxy=proxy,
+            tls=tls,
+            ip_family=ip_family,
         )
 
     def _scalar_text(self, node: yaml.Node, what: str) -> str | None:
@@ -355,7 +369,7 @@ class _EndpointBuilder:
             self.problem(node, f"{what}: {message}")
         return None if missing else expanded
 
-    def _url(self, node: yaml.Node) -> tuple[str, RequestTarget] | None:
+    def _url(self, node: yaml.Node) -> tuple[str, httpx.URL] | None:
         text = self._scalar_text(node, "url")
         if text is None:
             return None
@@ -375,11 +389,85 @@ class _EndpointBuilder:
             )
             return None
         try:
-            return expanded, prepare_target(expanded)
+            return expanded, parse_url(expanded)
         except (ValueError, httpx.InvalidURL) as exc:
             message = redact(str(exc), self.secrets)
             self.problem(node, f"url {yamlnodes.short(_safe_url(text))!r} is invalid: {message}")
             return None
+
+    def _proxy(self, node: yaml.Node | None) -> str | None:
+        """An http(s) proxy URL; ${VAR} expands, and its credentials are secrets."""
+        if node is None or yamlnodes.is_null(node):
+            return None
+        text = self._scalar_text(node, "proxy")
+        if text is None:
+            return None
+        expanded = self._expand(node, text.strip(), "proxy")
+        if expanded is None:
+            return None
+        shown = yamlnodes.short(_safe_url(text))
+        try:
+            proxy = httpx.URL(expanded)
+        except (httpx.InvalidURL, ValueError):
+            self.problem(node, f"proxy {shown!r} is not a valid URL")
+            return None
+        if proxy.scheme not in ("http", "https") or not proxy.raw_host:
+            self.problem(node, f"proxy must be an http:// or https:// URL with a host, "
+                               f"not {shown!r}")
+            return None
+        if proxy.password:
+            self.secrets += [proxy.password, unquote(proxy.password)]
+        return expanded
+
+    def _tls(self, node: yaml.Node | None) -> TlsOptions | None:
+        """The ``tls`` mapping; its files are loaded once here, so a bad one is a config
+        error now instead of a probe failure blamed on the endpoint later."""
+        if node is None or yamlnodes.is_null(node):
+            return None
+        if not isinstance(node, yaml.MappingNode):
+            self.problem(node, f"tls must be a mapping with {', '.join(TLS_KEYS)}, "
+                               f"not {yamlnodes.kind(node)}")
+            return None
+        values: dict[str, str] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else None
+            if key not in TLS_KEYS:
+                shown = yamlnodes.short(key) if key is not None else yamlnodes.kind(key_node)
+                self.problem(key_node, f"tls: unknown key {shown!r}; allowed keys: "
+                                       f"{', '.join(TLS_KEYS)}")
+                continue
+            if key in values:
+                self.problem(key_node, f"tls: duplicate key {key!r}")
+                continue
+            text = self._scalar_text(value_node, f"tls.{key}")
+            if text is not None and not text.strip():
+                self.problem(value_node, f"tls.{key} must not be empty")
+            elif text is not None:
+                values[key] = text.strip()
+        options = TlsOptions(**values)
+        if options.key_file is not None and options.cert_file is None:
+            self.problem(node, "tls.key_file needs tls.cert_file")
+            return None
+        files = (options.ca_file, options.cert_file, options.key_file)
+        if files not in self.tls_checked:
+            self.tls_checked[files] = _tls_files_problem(*files)
+        problem = self.tls_checked[files]
+        if problem is not None:
+            self.problem(node, f"tls: {problem}")
+            return None
+        return options
+
+    def _ip_family(self, node: yaml.Node | None) -> str:
+        if node is None:
+            return "any"
+        text = self._scalar_text(node, "ip_family")
+        if text is None:
+            return "any"
+        if text not in IP_FAMILIES:
+            self.problem(node, f"ip_family must be one of {', '.join(IP_FAMILIES)}, "
+                               f"not {yamlnodes.short(text)!r}")
+            return "any"
+        return text
 
     def _method(self, node: yaml.Node | None) -> str:
         if node is None:
@@ -478,3 +566,21 @@ def _safe_url(url: str) -> str:
         return parts._replace(netloc=netloc).geturl()
     return url
 
+
+
+def _tls_files_problem(
+    ca_file: str | None, cert_file: str | None, key_file: str | None,
+) -> str | None:
+    """Why these TLS files cannot be used (missing, unreadable, not PEM, key not matching
+    the certificate), or None when they load."""
+    try:
+        context = ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        return f"ca_file {ca_file!r} cannot be loaded: {getattr(exc, 'strerror', None) or exc}"
+    if cert_file is not None:
+        try:
+            context.load_cert_chain(cert_file, key_file)
+        except (OSError, ssl.SSLError) as exc:
+            what = f"cert_file {cert_file!r}" + (f" with key_file {key_file!r}" if key_file else "")
+            return f"{what} cannot be loaded: {getattr(exc, 'strerror', None) or exc}"
+    return None

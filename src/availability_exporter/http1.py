@@ -1,18 +1,25 @@
-"""A minimal HTTP/1.1 client on an asyncio Protocol: one request, one response, timed by phase.
+"""The wire under the probe's httpx transport: HTTP/1.1 on an asyncio Protocol, linear in bytes.
 
-Why not httpx/httpcore: a probe through httpcore costs ~1 ms of CPU, 80 % of it in anyio task
-groups, per-read ``fail_after`` scopes, sniffio lookups and h11 event objects (bench/README.md
-has the profile).  A probe needs none of that: it sends one request it built itself and reads
-one response it throws away.  This client does exactly that with loop callbacks, at about a
-quarter of the cost, and so measures latency with far less of its own queueing in the figure.
+Why not httpcore under httpx: a probe through httpcore costs ~1 ms of CPU, 80 % of it in anyio
+task groups, per-read ``fail_after`` scopes, sniffio lookups and h11 event objects
+(bench/README.md has the profile), and h11 itself spends 1.56 s of CPU on a body of 300,000
+one-byte chunks.  A probe sends one request that httpx built and reads one response to its end;
+this module does exactly that with loop callbacks, and :mod:`availability_exporter.transport`
+hands the result back to httpx as an ``httpx.Response``.
 
 It parses what a probe needs and checks what could make it lie: the status line, header
 framing (Content-Length, chunked, read-until-close), a 100 KiB cap on the header block, 1xx
-interim responses.  Bodies are counted, never kept.  Anything malformed is a ProtocolError.
+interim responses.  Bodies are always read to their end; only their first ``keep`` bytes are
+kept, the rest is counted and dropped, so memory stays bounded whatever the server sends.
+Anything malformed is a :class:`ProtocolError`.
 
-Phases are recorded on a :class:`Timings`: connect (DNS included), tls, request, wait (until
-the header block is complete), transfer (the body).  The caller owns the deadline: cancelling
-the awaiting task aborts the connection.
+Cost is linear in the bytes received: the header block is scanned only where new bytes
+arrived, and chunk data is skipped by arithmetic (a body of 300,000 one-byte chunks is one
+regex match and one ``int()`` per chunk, no copies).
+
+Timings come out through the httpcore ``trace`` hook shape: ``trace(event_name, info)`` with
+httpcore's event names, so the probe records phases the same way whichever engine ran.  The
+caller owns the deadline: cancelling the awaiting task aborts the connection.
 """
 
 from __future__ import annotations
@@ -23,19 +30,27 @@ import ipaddress
 import re
 import socket
 import ssl
-import time
-from typing import Final, cast
+from collections.abc import Callable
+from typing import Any, Final, cast
 
 MAX_HEAD = 100 * 1024  # the header block limit httpcore uses with h11
 MAX_CHUNK_LINE = 4 * 1024
 NO_BODY_STATUS: Final = frozenset((204, 304))
-PHASE_CONNECT, PHASE_TLS, PHASE_REQUEST, PHASE_WAIT, PHASE_TRANSFER = range(5)
 
-_STATUS_LINE = re.compile(rb"HTTP/(\d)\.(\d) (\d{3})(?:[ \t][^\r\n]*)?")
+Trace = Callable[[str, dict[str, Any]], object]
+Headers = list[tuple[bytes, bytes]]
+
+_STATUS_LINE = re.compile(rb"HTTP/(\d)\.(\d) (\d{3})(?:[ \t]([^\r\n]*))?")
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_HEAD_END = re.compile(rb"\r?\n\r?\n")
+# The end of the header block: an empty line, CRLF or bare LF (as h11 accepts).
+_HEAD_END = re.compile(rb"\n\r?\n")
 _LINE_END = re.compile(rb"\r?\n")
-_HEX = re.compile(rb"[0-9A-Fa-f]+")
+# A chunk-size line: hex digits (no "0x", no "_": int() would take those), optional extensions.
+_CHUNK_SIZE = re.compile(rb"[ \t]*([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]*)?\r\n")
+
+
+def _no_trace(event: str, info: dict[str, Any]) -> None:
+    """The trace hook when nobody listens."""
 
 
 def _unfold(lines: list[bytes]) -> list[bytes]:
@@ -60,63 +75,46 @@ class ProtocolError(Exception):
     """The server answered something that is not a well-formed HTTP/1.x response."""
 
 
-class Timings:
-    """Phase durations of one probe (summed over redirect hops) and what the wire showed."""
+class Answer:
+    """One complete response: status line, raw headers, the kept start of the body."""
 
-    __slots__ = ("_began", "_current", "cert_der", "phases", "status")
+    __slots__ = ("body", "body_bytes", "headers", "reason", "reusable", "status", "version")
 
-    def __init__(self) -> None:
-        self.phases = [0.0, 0.0, 0.0, 0.0, 0.0]
-        self._current = -1
-        self._began = 0.0
-        self.status = 0  # kept as soon as a status line arrives, for failures mid-body
-        self.cert_der: bytes | None = None
-
-    def begin(self, phase: int, now: float) -> None:
-        if self._current >= 0:
-            self.phases[self._current] += now - self._began
-        self._current = phase
-        self._began = now
-
-    def end(self, now: float) -> None:
-        """Close the open phase (also when a deadline or failure cut it short)."""
-        if self._current >= 0:
-            self.phases[self._current] += now - self._began
-            self._current = -1
-
-
-class Response:
-    """What a probe keeps of an answer: its status, its Location, whether the connection
-    can carry another request."""
-
-    __slots__ = ("location", "reusable", "status")
-
-    def __init__(self, status: int, location: str | None, reusable: bool) -> None:
+    def __init__(self, version: bytes, status: int, reason: bytes, headers: Headers,
+                 body: bytes, body_bytes: int, reusable: bool) -> None:
+        self.version = version
         self.status = status
-        self.location = location
+        self.reason = reason
+        self.headers = headers
+        self.body = body
+        self.body_bytes = body_bytes
         self.reusable = reusable
 
 
 # Parser states
-_HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_CRLF, _TRAILER, _UNTIL_CLOSE, _DONE = range(8)
+_HEAD, _LENGTH, _CHUNK_SIZE_LINE, _CHUNK_DATA, _TRAILER, _UNTIL_CLOSE, _DONE = range(7)
 
 
 class Connection(asyncio.Protocol):
-    """One client connection; ``request()`` may be called again while ``reusable``."""
+    """One client connection; ``exchange()`` may be called again while ``reusable``."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, body_cap: int) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._body_cap = body_cap
         self.transport: asyncio.Transport | None = None
         self._waiter: asyncio.Future[None] | None = None
-        self._timings: Timings | None = None
+        self._trace: Trace = _no_trace
         self._buf = bytearray()
+        self._scanned = 0  # how much of _buf the head search has already looked at
         self._state = _DONE
-        self._remaining = 0
-        self._received = 0
+        self._remaining = 0  # body bytes still due (Content-Length) or of the current chunk
+        self._received = 0  # body bytes received
+        self._keep = 0  # body bytes to keep for the caller
+        self._kept = bytearray()
         self._head_only = False
+        self._version = b"HTTP/1.1"
         self._status = 0
-        self._location: str | None = None
+        self._reason = b""
+        self._headers: Headers = []
         self._keep_alive = False
         self.closed = False
         self.reusable = False
@@ -128,12 +126,25 @@ class Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
-        if self._state == _DONE:
+        state = self._state
+        if state == _DONE:
             # Bytes nobody asked for (an idle kept-alive connection): never reuse it.
             self.reusable = False
             return
         try:
-            self._feed(data)
+            if state == _LENGTH or (state == _UNTIL_CLOSE and not self._buf):
+                self._body(data)  # the common case: count body bytes, copy nothing
+            elif state == _CHUNK_DATA and len(data) < self._remaining:
+                self._body(data)  # inside a large chunk: skip by arithmetic
+                self._remaining -= len(data)
+            elif state == _HEAD and b"\n" not in data:
+                # A header block dripping in: nothing can end here, so no search at all.
+                self._buf += data
+                if len(self._buf) > MAX_HEAD:
+                    raise ProtocolError(f"response header block larger than {MAX_HEAD} bytes")
+            else:
+                self._buf += data
+                self._parse()
         except ProtocolError as exc:
             self._finish(exc)
 
@@ -146,31 +157,44 @@ class Connection(asyncio.Protocol):
 
     # -- the exchange -----------------------------------------------------------------------
 
-    async def request(self, payload: bytes, *, head_only: bool, timings: Timings) -> Response:
+    async def exchange(self, payload: bytes, *, head_only: bool, keep: int,
+                       trace: Trace | None) -> Answer:
         """Send ``payload`` (request head and body) and read the response to its end."""
         assert self.transport is not None
-        self._waiter = self._loop.create_future()
-        self._timings = timings
-        self._buf.clear()
-        self._state = _HEAD
-        self._received = 0
-        self._head_only = head_only
-        self._status = 0
-        self._location = None
-        self._keep_alive = False
-        self.reusable = False
         if self.closed:
             raise ProtocolError("connection closed before the request was sent")
-        timings.begin(PHASE_REQUEST, time.perf_counter())
-        self.transport.write(payload)
-        timings.begin(PHASE_WAIT, time.perf_counter())
-        await self._waiter
-        return Response(self._status, self._location, self.reusable)
-
-    def close(self) -> None:
+        self._waiter = self._loop.create_future()
+        self._trace = trace or _no_trace
+        self._buf.clear()
+        self._scanned = 0
+        self._kept = bytearray()
+        self._state = _HEAD
+        self._received = 0
+        self._keep = keep
+        self._head_only = head_only
+        self._status = 0
+        self._headers = []
+        self._keep_alive = False
         self.reusable = False
-        if self.transport is not None:
-            self.transport.close()
+        self._trace("http11.send_request_headers.started", {})
+        self.transport.write(payload)
+        self._trace("http11.receive_response_headers.started", {})
+        await self._waiter
+        return Answer(self._version, self._status, self._reason, self._headers,
+                      bytes(self._kept), self._received, self.reusable)
+
+    def release(self) -> None:
+        """Close after an answer; abort when the server answered before taking our whole
+        request body, so the unsent bytes and the socket are not held for as long as the
+        server keeps it open."""
+        self.reusable = False
+        transport = self.transport
+        if transport is None:
+            return
+        if transport.get_write_buffer_size():
+            transport.abort()
+        else:
+            transport.close()
 
     def abort(self) -> None:
         self.reusable = False
@@ -179,8 +203,7 @@ class Connection(asyncio.Protocol):
 
     def _finish(self, error: BaseException | None) -> None:
         self._state = _DONE
-        if self._timings is not None:
-            self._timings.end(time.perf_counter())
+        self._buf.clear()
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             if error is None:
@@ -192,7 +215,7 @@ class Connection(asyncio.Protocol):
         self.closed = True
         self.reusable = False
         if self._state == _UNTIL_CLOSE:
-            self._finish(None)
+            self._complete()
         elif self._state != _DONE:
             if exc is None:
                 what = "the header block" if self._state == _HEAD else "the body"
@@ -201,60 +224,67 @@ class Connection(asyncio.Protocol):
 
     # -- parsing ----------------------------------------------------------------------------
 
-    def _feed(self, data: bytes) -> None:
-        if self._state == _LENGTH and not self._buf:
-            self._body(len(data))  # the common case: count body bytes, copy nothing
-            return
-        self._buf += data
+    def _parse(self) -> None:
+        """Consume what is buffered; every branch moves forward or returns for more bytes."""
         while self._state != _DONE:
-            if self._state == _HEAD:
+            state = self._state
+            if state == _HEAD:
                 if not self._head():
                     return
-            elif self._state in (_LENGTH, _UNTIL_CLOSE):
-                size = len(self._buf)
-                self._buf.clear()
-                if size:
-                    self._body(size)
+            elif state in (_LENGTH, _UNTIL_CLOSE):
+                if self._buf:
+                    data = bytes(self._buf)
+                    self._buf.clear()
+                    self._body(data)
                 return
             elif not self._chunked():
                 return
 
     def _head(self) -> bool:
         buf = self._buf
-        # The head ends at the first empty line; bare LF line ends are accepted, as h11 does.
-        end_match = _HEAD_END.search(buf, 0, MAX_HEAD + 4)
+        # Only the bytes not searched before (less two, for a terminator split across reads).
+        end_match = _HEAD_END.search(buf, max(self._scanned - 2, 0), MAX_HEAD + 4)
         if end_match is None:
+            self._scanned = len(buf)
             if len(buf) > MAX_HEAD:
                 raise ProtocolError(f"response header block larger than {MAX_HEAD} bytes")
             return False
         end = end_match.start()
         if end > MAX_HEAD:
             raise ProtocolError(f"response header block larger than {MAX_HEAD} bytes")
-        lines = _unfold(_LINE_END.split(bytes(buf[:end])))
+        head = bytes(buf[:end])
         del buf[: end_match.end()]
+        self._scanned = 0
+        lines = _unfold(_LINE_END.split(head[:-1] if head.endswith(b"\r") else head))
         match = _STATUS_LINE.fullmatch(lines[0])
         if match is None:
             raise ProtocolError(f"not an HTTP status line: {lines[0][:60]!r}")
         major, minor, status = int(match[1]), int(match[2]), int(match[3])
         if major != 1:
             raise ProtocolError(f"unsupported HTTP version {major}.{minor}")
+        headers: Headers = []
         length: int | None = None
         chunked = False
         other_coding = False
         close = minor == 0
-        location: str | None = None
         for line in lines[1:]:
             name, colon, value = line.partition(b":")
             if not colon or _TOKEN.fullmatch(name) is None:
                 raise ProtocolError(f"malformed header line: {line[:60]!r}")
-            key = name.lower()
             value = value.strip(b" \t")
+            if b"\0" in value or b"\r" in value:  # RFC 9110 section 5.5: never valid
+                raise ProtocolError(f"invalid character in header {name[:40]!r}")
+            headers.append((name, value))
+            key = name.lower()
             if key == b"content-length":
-                if not value.isdigit() or len(value) > 18:
-                    raise ProtocolError(f"bad Content-Length: {value[:30]!r}")
-                if length is not None and length != int(value):
-                    raise ProtocolError("conflicting Content-Length headers")
-                length = int(value)
+                # One value, or a list of the same value (RFC 9110 section 8.6 allows both).
+                for item in value.split(b","):
+                    item = item.strip(b" \t")
+                    if not item.isdigit() or len(item) > 18:
+                        raise ProtocolError(f"bad Content-Length: {value[:30]!r}")
+                    if length is not None and length != int(item):
+                        raise ProtocolError("conflicting Content-Length headers")
+                    length = int(item)
             elif key == b"transfer-encoding":
                 chunked = value.lower().rsplit(b",", 1)[-1].strip() == b"chunked"
                 # Any other final coding: the body runs until the connection ends.
@@ -265,22 +295,21 @@ class Connection(asyncio.Protocol):
                     close = True
                 elif b"keep-alive" in tokens and minor == 0:
                     close = False
-            elif key == b"location":
-                location = value.decode("latin-1")
-        timings = self._timings
         if 100 <= status < 200 and status != 101:
             return True  # an interim answer (100 Continue, 103 Early Hints): the real one follows
+        self._version = b"HTTP/1.%d" % minor
         self._status = status
-        self._location = location
-        if timings is not None:
-            timings.status = status
-            timings.begin(PHASE_TRANSFER, time.perf_counter())
+        self._reason = match[4] or b""
+        self._headers = headers
+        self._trace("http11.receive_response_headers.complete",
+                    {"return_value": (self._version, status, self._reason, headers)})
         # After 101 the connection speaks another protocol: never send HTTP on it again.
         self._keep_alive = not close and status != 101
         if self._head_only or status in NO_BODY_STATUS or status == 101:
             self._complete()
         elif chunked:
-            self._state = _CHUNK_SIZE
+            self._remaining = 0
+            self._state = _CHUNK_SIZE_LINE
         elif length is not None and not other_coding:
             self._remaining = length
             self._state = _LENGTH
@@ -291,12 +320,15 @@ class Connection(asyncio.Protocol):
             self._state = _UNTIL_CLOSE
         return True
 
-    def _body(self, size: int) -> None:
+    def _body(self, data: bytes) -> None:
+        """Count (and keep the start of) body bytes in a Content-Length or unframed body, or
+        inside a chunk."""
+        size = len(data)
         self._received += size
-        if self._received >= self._body_cap:
-            self._keep_alive = False
-            self._complete()
-        elif self._state == _LENGTH:
+        room = self._keep - len(self._kept)
+        if room > 0:
+            self._kept += data[:room]
+        if self._state == _LENGTH:
             self._remaining -= size
             if self._remaining <= 0:
                 if self._remaining < 0:
@@ -304,64 +336,77 @@ class Connection(asyncio.Protocol):
                 self._complete()
 
     def _chunked(self) -> bool:
-        """Advance the chunked-body parser; False when it needs more bytes."""
+        """Advance the chunked-body parser over the buffer; False when it needs more bytes.
+
+        One pass with a position: chunk data is skipped by arithmetic, and the buffer is cut
+        once at the end instead of once per chunk.
+        """
         buf = self._buf
-        if self._state == _CHUNK_SIZE:
-            end = buf.find(b"\r\n")
-            if end < 0:
-                if len(buf) > MAX_CHUNK_LINE:
-                    raise ProtocolError("chunk size line too long")
-                return False
-            size_text = bytes(buf[:end]).split(b";", 1)[0].strip(b" \t")
-            del buf[: end + 2]
-            if _HEX.fullmatch(size_text) is None or len(size_text) > 16:
-                raise ProtocolError(f"bad chunk size: {size_text[:30]!r}")
-            size = int(size_text, 16)
-            if size == 0:
-                self._state = _TRAILER
-            else:
-                self._remaining = size
-                self._state = _CHUNK_DATA
-            return True
-        if self._state == _CHUNK_DATA:
-            take = min(self._remaining, len(buf))
-            if take == 0:
-                return False
-            del buf[:take]
-            self._remaining -= take
-            self._received += take
-            if self._received >= self._body_cap:
-                self._keep_alive = False
+        size_line = _CHUNK_SIZE.match
+        pos = 0
+        total = len(buf)
+        try:
+            while True:
+                state = self._state
+                if state == _CHUNK_DATA:
+                    take = min(self._remaining, total - pos)
+                    if take:
+                        if len(self._kept) < self._keep:
+                            self._kept += buf[pos : pos + min(take, self._keep - len(self._kept))]
+                        self._received += take
+                        self._remaining -= take
+                        pos += take
+                    if self._remaining:
+                        return False
+                    self._state = state = _CHUNK_SIZE_LINE
+                    self._remaining = -2  # the CRLF after the data is still due
+                if state == _CHUNK_SIZE_LINE:
+                    if self._remaining == -2:
+                        if total - pos < 2:
+                            return False
+                        if buf[pos] != 13 or buf[pos + 1] != 10:
+                            raise ProtocolError("chunk not followed by CRLF")
+                        pos += 2
+                        self._remaining = 0
+                    match = size_line(buf, pos)
+                    if match is None:
+                        line_end = buf.find(b"\n", pos)
+                        if line_end < 0:
+                            if total - pos > MAX_CHUNK_LINE:
+                                raise ProtocolError("chunk size line too long")
+                            return False
+                        text = bytes(buf[pos:line_end])
+                        raise ProtocolError(f"bad chunk size: {text[:30]!r}")
+                    pos = match.end()
+                    size = int(match[1], 16)
+                    if size == 0:
+                        self._state = _TRAILER
+                        continue
+                    self._remaining = size
+                    self._state = _CHUNK_DATA
+                    continue
+                # _TRAILER: optional trailer fields, then an empty line
+                if buf.startswith(b"\r\n", pos):
+                    end = pos + 2
+                else:
+                    end = buf.find(b"\r\n\r\n", pos)
+                    if end < 0:
+                        if total - pos > MAX_HEAD:
+                            raise ProtocolError("chunked trailer too large")
+                        return False
+                    end += 4
+                del buf[:end]  # before _complete(): bytes left after the end forbid reuse
+                pos = 0
                 self._complete()
                 return True
-            if self._remaining == 0:
-                self._state = _CHUNK_CRLF
-            return True
-        if self._state == _CHUNK_CRLF:
-            if len(buf) < 2:
-                return False
-            if buf[:2] != b"\r\n":
-                raise ProtocolError("chunk not followed by CRLF")
-            del buf[:2]
-            self._state = _CHUNK_SIZE
-            return True
-        # _TRAILER: optional trailer fields, then an empty line
-        if buf[:2] == b"\r\n":
-            del buf[:2]
-            self._complete()
-            return True
-        end = buf.find(b"\r\n\r\n")
-        if end < 0:
-            if len(buf) > MAX_HEAD:
-                raise ProtocolError("chunked trailer too large")
-            return False
-        del buf[: end + 4]
-        self._complete()
-        return True
+        finally:
+            if pos:
+                del buf[:pos]
 
     def _complete(self) -> None:
         # Reusable only when the answer ended exactly where its framing said it would.
         self.reusable = self._keep_alive and not self.closed and not self._buf
+        self._trace("http11.receive_response_body.complete", {})
         self._finish(None)
 
 
@@ -372,30 +417,61 @@ class Connection(asyncio.Protocol):
 RESOLVER_THREADS = 64
 _resolver: concurrent.futures.ThreadPoolExecutor | None = None
 
+FAMILIES: Final = {"any": socket.AF_UNSPEC, "ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
 
-async def _resolve(loop: asyncio.AbstractEventLoop, host: str, port: int) -> list[str]:
-    """The addresses to try for ``host``, without a lookup when it is an IP literal."""
+
+async def _resolve(loop: asyncio.AbstractEventLoop, host: str, port: int,
+                   family: socket.AddressFamily) -> list[tuple[socket.AddressFamily, Any]]:
+    """The addresses to try for ``host`` (of ``family`` only, unless AF_UNSPEC), in order."""
     try:
-        ipaddress.ip_address(host)
+        literal = ipaddress.ip_address(host)
     except ValueError:
         pass
     else:
-        return [host]
+        found = socket.AF_INET6 if literal.version == 6 else socket.AF_INET
+        if family not in (socket.AF_UNSPEC, found):
+            raise socket.gaierror(socket.EAI_ADDRFAMILY,
+                                  f"{host} is not an IPv{4 if found == socket.AF_INET6 else 6}"
+                                  " address")
+        return [(found, (host, port))]
     global _resolver
     if _resolver is None:
         _resolver = concurrent.futures.ThreadPoolExecutor(
             RESOLVER_THREADS, thread_name_prefix="availability-exporter-dns",
         )
     infos = await loop.run_in_executor(
-        _resolver, socket.getaddrinfo, host, port, socket.AF_UNSPEC, socket.SOCK_STREAM,
+        _resolver, socket.getaddrinfo, host, port, family, socket.SOCK_STREAM,
     )
-    addresses: list[str] = []
-    for _family, _type, _proto, _name, sockaddr in infos:
-        if sockaddr[0] not in addresses:
-            addresses.append(str(sockaddr[0]))
+    addresses: list[tuple[socket.AddressFamily, Any]] = []
+    for info_family, _type, _proto, _name, sockaddr in infos:
+        if (info_family, sockaddr) not in addresses:
+            addresses.append((info_family, sockaddr))
     if not addresses:
         raise socket.gaierror(socket.EAI_NONAME, f"no address for {host}")
     return addresses
+
+
+async def _open_socket(loop: asyncio.AbstractEventLoop, host: str, port: int,
+                       family: socket.AddressFamily) -> socket.socket:
+    """A connected non-blocking TCP socket to the first address of ``host`` that answers."""
+    addresses = await _resolve(loop, host, port, family)
+    errors: list[str] = []
+    for address_family, sockaddr in addresses:  # in order, as a browser without Happy Eyeballs
+        sock = socket.socket(address_family, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            await loop.sock_connect(sock, sockaddr)
+            return sock
+        except OSError as exc:
+            sock.close()
+            if len(addresses) == 1:
+                raise
+            errors.append(f"{sockaddr[0]}: {exc}")
+        except BaseException:
+            sock.close()
+            raise
+    raise OSError("; ".join(errors))
 
 
 async def connect(
@@ -404,47 +480,36 @@ async def connect(
     *,
     ssl_context: ssl.SSLContext | None,
     server_hostname: str | None,
-    timings: Timings,
-    body_cap: int,
+    family: socket.AddressFamily = socket.AF_UNSPEC,
+    trace: Trace | None = None,
 ) -> Connection:
-    """Open a connection (TCP, then TLS when a context is given), timing both phases.
+    """Open a connection (TCP, then TLS when a context is given), tracing both phases.
 
-    The TLS certificate is kept on ``timings`` as soon as the handshake completes, so it is
-    known even when the server then answers garbage.
+    The TCP socket is connected first and then handed to the loop with its TLS settings in
+    one call (rather than ``start_tls`` on a live transport, whose handshake under uvloop
+    logs a traceback when the server closes the moment it accepted).  The TLS stream is
+    traced as soon as the handshake completes, so the certificate is known even when the
+    server then answers garbage.
     """
+    emit = trace or _no_trace
     loop = asyncio.get_running_loop()
-    connection = Connection(loop, body_cap)
-    timings.begin(PHASE_CONNECT, time.perf_counter())
+    connection = Connection(loop)
+    emit("connection.connect_tcp.started", {})
     try:
-        addresses = await _resolve(loop, host, port)
-        errors: list[OSError] = []
-        for address in addresses:  # in the resolver's order, as a browser without Happy Eyeballs
-            try:
-                await loop.create_connection(lambda: connection, address, port)
-                break
-            except OSError as exc:
-                errors.append(exc)
-        else:
-            if len(errors) == 1:
-                raise errors[0]
-            raise OSError("; ".join(f"{a}: {e}" for a, e in zip(addresses, errors, strict=True)))
-    except OSError as exc:  # socket.gaierror is an OSError too; classify() tells them apart
+        sock = await _open_socket(loop, host, port, family)
+    except OSError as exc:  # socket.gaierror is an OSError too; the probe tells them apart
         raise ConnectError(str(exc) or type(exc).__name__) from exc
-    if ssl_context is None:
-        return connection
-    timings.begin(PHASE_TLS, time.perf_counter())
-    assert connection.transport is not None
     try:
-        transport = await loop.start_tls(
-            connection.transport, connection, ssl_context, server_hostname=server_hostname,
+        if ssl_context is None:
+            await loop.create_connection(lambda: connection, sock=sock)
+            return connection
+        emit("connection.start_tls.started", {})
+        transport, _ = await loop.create_connection(
+            lambda: connection, sock=sock, ssl=ssl_context, server_hostname=server_hostname,
         )
     except BaseException:
         connection.abort()
+        sock.close()
         raise
-    if transport is None:  # the loop closed the connection during the handshake
-        raise ProtocolError("connection closed during the TLS handshake")
-    connection.transport = transport
-    ssl_object = transport.get_extra_info("ssl_object")
-    if ssl_object is not None:
-        timings.cert_der = ssl_object.getpeercert(binary_form=True)
+    emit("connection.start_tls.complete", {"return_value": transport})
     return connection

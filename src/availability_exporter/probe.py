@@ -1,19 +1,24 @@
 """One probe: an endpoint in, a frozen ProbeResult out (no metrics, no globals).
 
-The wire work is :mod:`availability_exporter.http1`, a small HTTP/1.1 client on an asyncio
-Protocol: a fresh connection per probe (``--probe.keep-alive`` keeps idle connections per
-origin instead), SSL contexts built once per process, one whole-probe deadline.
+The request goes through one shared ``httpx.AsyncClient``: httpx builds it (method, headers,
+Host, the body byte for byte, basic auth from URL credentials) and builds every redirect
+request (``response.next_request``: relative and non-ASCII ``Location``, 303 and
+301/302-after-POST become GET, ``Authorization`` dropped on another origin).  Under it,
+:class:`~availability_exporter.transport.ProbeTransport` carries the bytes and reports phases
+through the ``trace`` extension.  The probe follows at most 10 redirects itself, so each hop's
+body is drained by the transport instead of being buffered by httpx.
 
 Every failure becomes a *reason* in exactly one place, :func:`classify`, most specific first:
 
-    ProbeFailure (bad redirects)                -> its own reason (redirects)
-    TimeoutError (the whole-probe deadline)     -> timeout
-    a socket.gaierror in the chain              -> dns
-    an ssl.SSLError in the chain                -> tls
-    http1.ConnectError (TCP connect failed)     -> connect
-    anything else (resets, malformed answers)   -> protocol
-    a complete non-2xx answer                   -> status
-    a complete 2xx answer over the threshold    -> slow
+    ProbeFailure (bad redirects)                   -> its own reason (redirects)
+    TimeoutError / httpx.TimeoutException          -> timeout
+    a socket.gaierror in the chain                 -> dns
+    an ssl.SSLError in the chain                   -> tls
+    httpx.ConnectError, httpx.ProxyError           -> connect
+    httpx.UnsupportedProtocol, httpx.InvalidURL    -> redirects (only a redirect can lead there)
+    anything else (resets, malformed answers)      -> protocol
+    a complete non-2xx answer                      -> status
+    a complete 2xx answer over the threshold       -> slow
 """
 
 from __future__ import annotations
@@ -24,18 +29,39 @@ import contextlib
 import socket
 import ssl
 import time
-from urllib.parse import urljoin
+from http.cookiejar import Cookie, CookieJar, CookiePolicy
+from typing import Any
+
+import httpx
 
 from availability_exporter import http1
-from availability_exporter.config import Endpoint, RequestTarget, prepare_target, redact
+from availability_exporter.config import Endpoint, TlsOptions, parse_url, redact
 from availability_exporter.model import ProbeResult, State
+from availability_exporter.transport import ROUTE, ProbeTransport, Route
 
 MAX_REDIRECTS = 10
+# Body bytes a probe keeps for response checks; the rest is read to its end and dropped.
 BODY_CAP = 1024 * 1024
-USER_AGENT = b"availability-exporter/0.1"
-REDIRECT_CODES = frozenset((301, 302, 303, 307, 308))
-# Idle kept-alive connections per origin (--probe.keep-alive); one endpoint needs one.
-MAX_IDLE_PER_ORIGIN = 4
+USER_AGENT = "availability-exporter/0.1"
+_CONNECT, _TLS, _REQUEST, _WAIT, _TRANSFER = range(5)
+# httpcore's trace event names (our transport emits the same ones) -> the phase they start.
+_PHASE_STARTS = {
+    "connection.connect_tcp.started": _CONNECT,
+    "connection.start_tls.started": _TLS,
+    "http11.send_request_headers.started": _REQUEST,
+    "http2.send_request_headers.started": _REQUEST,
+    "http11.receive_response_headers.started": _WAIT,
+    "http2.receive_response_headers.started": _WAIT,
+    "http11.receive_response_headers.complete": _TRANSFER,
+    "http2.receive_response_headers.complete": _TRANSFER,
+}
+_PHASE_ENDS = frozenset((
+    "http11.receive_response_body.complete",
+    "http2.receive_response_body.complete",
+    "http11.response_closed.started",
+    "http2.response_closed.started",
+))
+_FAMILIES = {"any": socket.AF_UNSPEC, "ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
 
 
 class ProbeFailure(Exception):
@@ -44,6 +70,45 @@ class ProbeFailure(Exception):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class Phases:
+    """The ``trace`` hook of one probe: phase durations summed over every hop, the last
+    status received and the TLS certificate, from httpcore-style trace events."""
+
+    __slots__ = ("_began", "_current", "cert_der", "phases", "status")
+
+    def __init__(self) -> None:
+        self.phases = [0.0, 0.0, 0.0, 0.0, 0.0]
+        self._current = -1
+        self._began = 0.0
+        self.status = 0  # kept as soon as a status arrives, for failures mid-body
+        self.cert_der: bytes | None = None
+
+    def __call__(self, event: str, info: dict[str, Any]) -> None:
+        now = time.perf_counter()
+        phase = _PHASE_STARTS.get(event)
+        if phase is not None:
+            if self._current >= 0:
+                self.phases[self._current] += now - self._began
+            self._current = phase
+            self._began = now
+            if phase == _TRANSFER:
+                self.status = next(
+                    (v for v in info.get("return_value", ()) if isinstance(v, int)), 0,
+                )
+        elif event in _PHASE_ENDS:
+            self.end(now)
+        elif event == "connection.start_tls.complete":
+            ssl_object = info["return_value"].get_extra_info("ssl_object")
+            if ssl_object is not None:
+                self.cert_der = ssl_object.getpeercert(binary_form=True)
+
+    def end(self, now: float) -> None:
+        """Close the open phase (also when a deadline or failure cut it short)."""
+        if self._current >= 0:
+            self.phases[self._current] += now - self._began
+            self._current = -1
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
@@ -59,15 +124,19 @@ def classify(exc: BaseException) -> str:
     """Translate an exception raised while probing into one reason, most specific first."""
     if isinstance(exc, ProbeFailure):
         return exc.reason
-    if isinstance(exc, TimeoutError):
+    if isinstance(exc, TimeoutError | httpx.TimeoutException):
         return "timeout"
+    if isinstance(exc, httpx.TooManyRedirects):
+        return "redirects"
     chain = _chain(exc)
     if any(isinstance(e, socket.gaierror) for e in chain):
         return "dns"
     if any(isinstance(e, ssl.SSLError | ssl.CertificateError) for e in chain):
         return "tls"
-    if isinstance(exc, http1.ConnectError):
+    if isinstance(exc, httpx.ConnectError | httpx.ProxyError | http1.ConnectError):
         return "connect"
+    if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
+        return "redirects"
     return "protocol"
 
 
@@ -131,35 +200,71 @@ def cert_not_after(der: bytes) -> float | None:
         return None
 
 
-def make_ssl_context(*, verify: bool, ca_file: str | None = None) -> ssl.SSLContext:
-    """One context per process: loading the CA bundle per probe costs ~30 ms and ~180 MB.
-
-    ``ca_file`` replaces the system trust store (SSL_CERT_FILE works too, through OpenSSL).
-    """
-    context = ssl.create_default_context(cafile=ca_file)
+def make_ssl_context(
+    *, verify: bool, tls: TlsOptions | None = None, http2: bool = False,
+) -> ssl.SSLContext:
+    """One context per kind per process: loading the CA bundle per probe costs ~30 ms and
+    ~180 MB.  ``tls.ca_file`` replaces the system trust store (SSL_CERT_FILE works too,
+    through OpenSSL); ``tls.cert_file``/``key_file`` is the client certificate."""
+    context = ssl.create_default_context(cafile=tls.ca_file if tls else None)
+    if tls is not None and tls.cert_file is not None:
+        context.load_cert_chain(tls.cert_file, tls.key_file)
     if not verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
-    context.set_alpn_protocols(["http/1.1"])
+    # httpcore sets ALPN on the contexts it is given, so HTTP/2 endpoints get their own.
+    context.set_alpn_protocols(["h2", "http/1.1"] if http2 else ["http/1.1"])
     return context
 
 
-Origin = tuple[bytes, bytes, int, bool]  # scheme, host, port, verify_tls
+_ContextKey = tuple[bool, TlsOptions | None, bool]
 
 
 class Prober:
-    """Runs probes with shared SSL contexts; one instance per process."""
+    """Runs probes through one shared httpx client and transport; one instance per process."""
 
     def __init__(
         self, *, keep_alive: bool = False, max_connections: int = 1000,
         ca_file: str | None = None,
     ) -> None:
-        self.verified = make_ssl_context(verify=True, ca_file=ca_file)
-        self.insecure = make_ssl_context(verify=False)
-        self.keep_alive = keep_alive
-        self.max_idle = max_connections
-        self._idle: dict[Origin, list[http1.Connection]] = {}
-        self._idle_count = 0
+        self._default_tls = TlsOptions(ca_file=ca_file) if ca_file else None
+        self._contexts: dict[_ContextKey, ssl.SSLContext] = {}
+        self.verified = self._context(True, None, False)
+        self.insecure = self._context(False, None, False)
+        self.transport = ProbeTransport(
+            default=Route(self.verified), keep_alive=keep_alive, max_idle=max_connections,
+        )
+        # trust_env=False: proxy variables and .netrc are ignored, as blackbox does; a monitor
+        # measures the path it was told to measure.  Redirects are followed by probe() itself.
+        self.client = httpx.AsyncClient(
+            transport=self.transport, trust_env=False, follow_redirects=False, timeout=None,
+            cookies=_NO_COOKIES, max_redirects=MAX_REDIRECTS,
+        )
+        headers = self.client.headers
+        # No Accept-Encoding: a probe reads and drops the body, so it asks for it as is.
+        del headers["Accept-Encoding"]
+        headers["User-Agent"] = USER_AGENT
+        headers["Connection"] = "keep-alive" if keep_alive else "close"
+
+    def _context(self, verify: bool, tls: TlsOptions | None, http2: bool) -> ssl.SSLContext:
+        tls = tls or self._default_tls
+        key = (verify, tls, http2)
+        context = self._contexts.get(key)
+        if context is None:
+            context = self._contexts[key] = make_ssl_context(verify=verify, tls=tls, http2=http2)
+        return context
+
+    def route(self, endpoint: Endpoint) -> Route:
+        """How this endpoint's requests travel (contexts are shared per distinct TLS setup)."""
+        tls = endpoint.tls
+        return Route(
+            ssl_context=self._context(endpoint.verify_tls, tls, endpoint.http2),
+            server_name=tls.server_name if tls else None,
+            server_name_for=endpoint.request.raw_host.decode("ascii"),
+            family=_FAMILIES[endpoint.ip_family],
+            http2=endpoint.http2,
+            proxy=endpoint.proxy,
+        )
 
     async def warm_up(self) -> None:
         """One throwaway probe of a local listener, so the first tick pays no lazy imports."""
@@ -178,41 +283,37 @@ class Prober:
             await self.probe(Endpoint(
                 name="warm-up", url=url, display_url=url, domain="127.0.0.1", method="GET",
                 headers=(), body=None, timeout=5.0, latency_threshold=5.0,
-                follow_redirects=False, verify_tls=True, line=0, request=prepare_target(url),
+                follow_redirects=False, verify_tls=True, line=0, request=parse_url(url),
             ))
         finally:
             server.close()
 
     async def aclose(self) -> None:
-        for connections in self._idle.values():
-            for connection in connections:
-                connection.close()
-        self._idle.clear()
-        self._idle_count = 0
+        await self.transport.aclose()
 
     async def probe(self, endpoint: Endpoint) -> ProbeResult:
         """Probe once; never raises (except CancelledError), every failure is a result."""
-        timings = http1.Timings()
-        status = 0
+        phases = Phases()
         hops = 0
+        status = 0
         reason: str | None = None
         error: str | None = None
         start = time.perf_counter()
         try:
             async with asyncio.timeout(endpoint.timeout):
-                status, hops = await self._exchange(endpoint, timings)
+                status, hops = await self._exchange(endpoint, phases)
         except (Exception, TimeoutError) as exc:
-            status = timings.status  # headers may have arrived before the failure
+            status = phases.status  # headers may have arrived before the failure
             reason = classify(exc)
             if isinstance(exc, TimeoutError):
                 error = f"no complete response within the {endpoint.timeout:g}s timeout"
             else:
                 error = redact(describe(exc), endpoint.secrets)
         duration = time.perf_counter() - start
-        timings.end(time.perf_counter())
-        cert = cert_not_after(timings.cert_der) if timings.cert_der else None
+        phases.end(time.perf_counter())
+        cert = cert_not_after(phases.cert_der) if phases.cert_der else None
         if reason == "tls" and endpoint.is_https and cert is None:
-            cert = await self._unverified_cert(endpoint.request, start + endpoint.timeout)
+            cert = await self._unverified_cert(endpoint, start + endpoint.timeout)
         if reason is None:
             state, reason = judge(status, duration, endpoint.latency_threshold)
             if reason == "status":
@@ -224,7 +325,7 @@ class Prober:
                 )
         else:
             state = State.DOWN
-        p = timings.phases
+        p = phases.phases
         return ProbeResult(
             state=state,
             reason=reason,
@@ -237,128 +338,34 @@ class Prober:
             redirects=hops,
         )
 
-    async def _exchange(self, endpoint: Endpoint, timings: http1.Timings) -> tuple[int, int]:
-        """Send the request, follow redirects, read bodies up to the cap: (status, hops)."""
-        target = endpoint.request
-        method = endpoint.method.encode("ascii")
-        body = endpoint.body
-        headers = endpoint.headers
-        for hop in range(MAX_REDIRECTS + 1):
-            payload = self._payload(target, method, headers, body)
-            response = await self._send_one(target, payload, method == b"HEAD", endpoint,
-                                            timings)
-            status, location = response.status, response.location
-            if status not in REDIRECT_CODES or not endpoint.follow_redirects:
-                return status, hop
-            if location is None:
-                return status, hop
-            if hop == MAX_REDIRECTS:
-                raise ProbeFailure("redirects", f"more than {MAX_REDIRECTS} redirects")
-            try:
-                new_target = prepare_target(urljoin(target.url, location))
-            except Exception as exc:
-                raise ProbeFailure("redirects", f"unusable redirect location: {exc}") from None
-            if (new_target.scheme, new_target.host, new_target.port) != (
-                target.scheme, target.host, target.port,
-            ):
-                # Like browsers and httpx: credentials never follow a redirect to another origin.
-                headers = tuple((k, v) for k, v in headers if k.lower() != "authorization")
-            if status == 303 or (status in (301, 302) and method == b"POST"):
-                method, body = b"GET", None
-            target = new_target
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _payload(
-        self,
-        target: RequestTarget,
-        method: bytes,
-        headers: tuple[tuple[str, str], ...],
-        body: bytes | None,
-    ) -> bytes:
-        """The request head and body, byte for byte as they go on the wire."""
-        lines = [method + b" " + target.target + b" HTTP/1.1", b"Host: " + target.host_header]
-        names = set()
-        for key, value in headers:
-            lines.append(key.encode("latin-1") + b": " + value.encode("utf-8"))
-            names.add(key.lower())
-        if "user-agent" not in names:
-            lines.append(b"User-Agent: " + USER_AGENT)
-        if "accept" not in names:
-            lines.append(b"Accept: */*")
-        if not self.keep_alive and "connection" not in names:
-            lines.append(b"Connection: close")
-        if body is not None and "content-length" not in names:
-            lines.append(b"Content-Length: %d" % len(body))
-        lines.append(b"\r\n")
-        head = b"\r\n".join(lines)
-        return head + body if body else head
-
-    async def _send_one(
-        self,
-        target: RequestTarget,
-        payload: bytes,
-        head_only: bool,
-        endpoint: Endpoint,
-        timings: http1.Timings,
-    ) -> http1.Response:
-        origin: Origin = (target.scheme, target.host, target.port, endpoint.verify_tls)
-        connection = self._take_idle(origin) if self.keep_alive else None
-        if connection is not None:
-            earlier = timings.status  # a redirect hop's status, kept if this hop fails
-            timings.status = 0
-            try:
-                return await self._request(connection, origin, payload, head_only, timings)
-            except (OSError, http1.ProtocolError):
-                # The server closed the idle connection as we reused it; not the endpoint's
-                # fault unless a fresh connection fails too.
-                if timings.status:
-                    raise
-                timings.status = earlier
-        host = target.host.decode("ascii")
-        connection = await http1.connect(
-            host,
-            target.port,
-            ssl_context=(self.verified if endpoint.verify_tls else self.insecure)
-            if target.scheme == b"https" else None,
-            server_hostname=host,
-            timings=timings,
-            body_cap=BODY_CAP,
+    async def _exchange(self, endpoint: Endpoint, phases: Phases) -> tuple[int, int]:
+        """Send the request and follow redirects, each body read to its end: (status, hops)."""
+        request = self.client.build_request(
+            endpoint.method, endpoint.request,
+            headers=[(k.encode("latin-1"), v.encode("utf-8")) for k, v in endpoint.headers],
+            content=endpoint.body,
+            extensions={ROUTE: self.route(endpoint), "trace": phases},
         )
-        return await self._request(connection, origin, payload, head_only, timings)
+        hops = 0
+        while True:
+            try:
+                response = await self.client.send(request)
+            except httpx.RemoteProtocolError as exc:
+                # httpx builds the next hop's request inside send(); an unusable Location is
+                # its RemoteProtocolError "Invalid URL in location header".
+                if "location header" in str(exc):
+                    raise ProbeFailure("redirects", f"unusable redirect location: {exc}") from None
+                raise
+            phases.status = response.status_code
+            next_request = response.next_request
+            if next_request is None or not endpoint.follow_redirects:
+                return response.status_code, hops
+            if hops == MAX_REDIRECTS:
+                raise ProbeFailure("redirects", f"more than {MAX_REDIRECTS} redirects")
+            request = next_request
+            hops += 1
 
-    async def _request(
-        self,
-        connection: http1.Connection,
-        origin: Origin,
-        payload: bytes,
-        head_only: bool,
-        timings: http1.Timings,
-    ) -> http1.Response:
-        try:
-            response = await connection.request(payload, head_only=head_only, timings=timings)
-        except BaseException:
-            connection.abort()  # a deadline or a failure mid-answer: the stream is unusable
-            raise
-        if self.keep_alive and response.reusable and self._idle_count < self.max_idle:
-            idle = self._idle.setdefault(origin, [])
-            if len(idle) < MAX_IDLE_PER_ORIGIN:
-                idle.append(connection)
-                self._idle_count += 1
-                return response
-        connection.close()
-        return response
-
-    def _take_idle(self, origin: Origin) -> http1.Connection | None:
-        idle = self._idle.get(origin)
-        while idle:
-            connection = idle.pop()
-            self._idle_count -= 1
-            if connection.reusable and not connection.closed:
-                return connection
-            connection.close()
-        return None
-
-    async def _unverified_cert(self, target: RequestTarget, deadline: float) -> float | None:
+    async def _unverified_cert(self, endpoint: Endpoint, deadline: float) -> float | None:
         """Read the certificate a failing TLS server presents, without trusting it.
 
         blackbox_exporter drops the expiry when verification fails; an expired or self-signed
@@ -367,15 +374,41 @@ class Prober:
         remaining = min(deadline - time.perf_counter(), 2.0)
         if remaining <= 0:
             return None
-        timings = http1.Timings()
-        host = target.host.decode("ascii")
+        phases = Phases()
+        route = self.route(endpoint)
+        url = endpoint.request
+        host = url.raw_host.decode("ascii")
         try:
             async with asyncio.timeout(remaining):
                 connection = await http1.connect(
-                    host, target.port, ssl_context=self.insecure, server_hostname=host,
-                    timings=timings, body_cap=0,
+                    host, url.port or 443, ssl_context=self.insecure,
+                    server_hostname=route.server_name or host, family=route.family,
+                    trace=phases,
                 )
         except (OSError, TimeoutError, ssl.SSLError, http1.ProtocolError):
             return None
         connection.abort()
-        return cert_not_after(timings.cert_der) if timings.cert_der else None
+        return cert_not_after(phases.cert_der) if phases.cert_der else None
+
+
+class _RejectAll(CookiePolicy):
+    """Cookies never persist between probes: each probe is a new client (like curl)."""
+
+    netscape = True
+    rfc2965 = False
+    hide_cookie2 = False
+
+    def set_ok(self, cookie: Cookie, request: Any) -> bool:
+        return False
+
+    def return_ok(self, cookie: Cookie, request: Any) -> bool:
+        return False
+
+    def domain_return_ok(self, domain: str, request: Any) -> bool:
+        return False
+
+    def path_return_ok(self, path: str, request: Any) -> bool:
+        return False
+
+
+_NO_COOKIES = CookieJar(policy=_RejectAll())
