@@ -94,7 +94,7 @@ async def off_loop(func: Callable[..., T], *args: Any) -> T:
 
 
 class Exporter:
-    """The state the scheduler, the console report and the web app share."""
+    """The running daemon: config, stats, scheduler, report; the web side sees ``status`` only."""
 
     def __init__(self, settings: Settings, *, out: TextIO = sys.stdout) -> None:
         self.settings = settings
