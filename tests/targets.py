@@ -1,27 +1,14 @@
 """Local HTTP targets and the exporter as a child process, for the end-to-end tests.
 
-``Targets`` is a tiny HTTP/1.1 server on 127.0.0.1 (asyncio, in a daemon thread, so it
-answers while the test or an exporter in the test's own process waits) with predictable
-answers; every response closes its connection, as the exporter opens a fresh connection per
-probe anyway:
-
-| path             | answer                                                          |
-|------------------|-----------------------------------------------------------------|
-| ``/ok``          | 200 at once                                                     |
-| ``/error``       | 500 at once                                                     |
-| ``/slow?ms=N``   | 200 after N ms; without ``ms`` after ``SLOW_MS``                |
-| ``/hang``        | never answers; ends when the client leaves or the server stops  |
-| ``/flap``        | 200 and 500 alternately, 200 first                              |
-| ``POST /body``   | 200 for the JSON ``{"foo":"bar"}``, else 422                    |
-| ``/switch``      | ``Targets.switch_status`` (200 unless a test changes it)        |
-| ``/bounce``      | 302 to itself, query string included: a redirect loop          |
-| ``/bounce-ftp``  | 302 to an ftp:// URL carrying the query string                  |
-| anything else    | 404                                                             |
-
-The query string is ignored except for ``ms``, so ``/ok?id=7`` gives distinct URLs that behave
-alike.  The last 1000 requests are kept (``seen``), head and parsed headers, so a test can
-check that a header or a secret really reached the wire before it checks that it shows
-nowhere else.
+``Targets`` runs the package's local target server
+(``availability_exporter.target_server``, whose docstring has the table of paths: ``/ok``,
+``/error``, ``/slow?ms=N``, ``/hang``, ``/flap``, ``POST /body``, ``/switch``, ``/bounce``,
+``/bounce-ftp``, 404 for anything else) on its own event loop in a daemon thread, so it
+answers while the test or an exporter in the test's own process waits.  A bare ``/slow``
+answers after ``SLOW_MS``: over the default 0.5 s latency threshold (degraded) and well under
+any timeout the tests use (0.8 s at -f 1), so it is degraded, never a timeout.  The last 1000
+requests are kept (``seen``), head and parsed headers, so a test can check that a header or a
+secret really reached the wire before it checks that it shows nowhere else.
 
 ``ExporterProcess`` runs ``python -m availability_exporter`` with its stdout and stderr read by
 threads, so a test can wait for reports, scrape /metrics and send signals.  Ports for it come
@@ -31,13 +18,13 @@ from ``free_port``; a port that refuses connections from ``tests.adversarial.ref
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import json
 import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -47,19 +34,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, TypeVar
-from urllib.parse import parse_qs, urlsplit
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-HOST = "127.0.0.1"
+from availability_exporter.target_server import HOST, SLOW_MS, Request, TargetServer
+
 # The longest a test waits for anything the exporter should do "soon".
 WAIT_SECONDS = 20.0
-# Over the default 0.5 s latency threshold (degraded) and well under any timeout the tests use
-# (0.8 s at -f 1), so a bare /slow is degraded, never a timeout.
-SLOW_MS = 600
-_MAX_HEAD_BYTES = 64 * 1024
-_MAX_SLOW_MS = 600_000
 _SEEN_KEPT = 1000
 _REPORT_LINE = re.compile(r"^(\S+) has (\d+)% availability percentage$")
 
@@ -92,180 +74,63 @@ def wait_for(what: str, check: Callable[[], T | None], *, timeout: float = WAIT_
 # -- the targets -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class SeenRequest:
-    """One request as it reached the target server."""
-
-    method: str
-    target: str  # path and query, as on the request line
-    path: str
-    headers: dict[str, str]  # names as sent; the last of a repeated header wins
-    head: bytes  # request line and headers, byte for byte
-
-
 class Targets:
-    """The local target server; use as a context manager (``with Targets() as t:``)."""
+    """The local target server on a thread; use as a context manager (``with Targets() as t:``).
 
-    def __init__(self) -> None:
-        self.switch_status = 200
-        self._lock = threading.Lock()
-        self._seen: collections.deque[SeenRequest] = collections.deque(maxlen=_SEEN_KEPT)
-        self._flaps = 0
-        self._in_flight = 0
+    ``tls``: serve https with that context instead of http.
+    """
+
+    def __init__(self, *, tls: ssl.SSLContext | None = None) -> None:
+        self._server = TargetServer(slow_ms=SLOW_MS, seen_kept=_SEEN_KEPT, tls=tls)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="targets",
                                         daemon=True)
-        self._server: asyncio.Server | None = None
-        self._handlers: set[asyncio.Task[None]] = set()
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._closing = asyncio.Event()
         self.port = 0
 
     def __enter__(self) -> Targets:
         self._thread.start()
-        future = asyncio.run_coroutine_threadsafe(self._start(), self._loop)
-        self.port = future.result(timeout=10)
+        asyncio.run_coroutine_threadsafe(self._server.start(HOST), self._loop).result(timeout=10)
+        self.port = self._server.port
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         with contextlib.suppress(TimeoutError, RuntimeError):
-            asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(timeout=10)
+            asyncio.run_coroutine_threadsafe(self._server.stop(), self._loop).result(timeout=10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
         if not self._thread.is_alive():
             self._loop.close()
 
     def url(self, path: str = "/ok", *, host: str = HOST) -> str:
-        return f"http://{host}:{self.port}{path}"
+        return self._server.url(path, host=host)
 
     @property
-    def seen(self) -> list[SeenRequest]:
+    def switch_status(self) -> int:
+        """What ``/switch`` answers (200 unless a test changes it)."""
+        return self._server.switch_status
+
+    @switch_status.setter
+    def switch_status(self, status: int) -> None:
+        # One attribute store, read by the server's loop on its next /switch: no lock needed.
+        self._server.switch_status = status
+
+    @property
+    def seen(self) -> list[Request]:
         """The last 1000 requests read, oldest first."""
-        with self._lock:
-            return list(self._seen)
+        return self._call(lambda: list(self._server.seen))
 
     @property
     def in_flight(self) -> int:
         """Requests read and not yet answered (or abandoned)."""
-        with self._lock:
-            return self._in_flight
+        return self._call(lambda: self._server.in_flight)
 
-    async def _start(self) -> int:
-        # A large backlog: a cycle opens up to thousands of connections within a second.
-        self._server = await asyncio.start_server(self._accept, HOST, 0, backlog=8192)
-        return int(self._server.sockets[0].getsockname()[1])
+    def _call(self, read: Callable[[], T]) -> T:
+        """``read()`` on the server's loop, so it sees a consistent state."""
+        async def call() -> T:
+            return read()
 
-    async def _stop(self) -> None:
-        self._closing.set()
-        if self._server is not None:
-            self._server.close()
-        # Aborting (not cancelling) the handlers: on Python 3.11 asyncio's stream callback
-        # reports a cancelled handler task as an unhandled exception.
-        for writer in list(self._writers):
-            writer.transport.abort()
-        if self._handlers:
-            await asyncio.wait(list(self._handlers), timeout=5)
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._handlers.add(task)
-        self._writers.add(writer)
-        try:
-            await self._serve(reader, writer)
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
-            pass  # the client went away or sent nonsense; nothing to answer
-        finally:
-            self._handlers.discard(task)
-            self._writers.discard(writer)
-            writer.transport.abort()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        if len(head) > _MAX_HEAD_BYTES:
-            return
-        request_line, *header_lines = head.decode("latin-1").rstrip("\r\n").split("\r\n")
-        method, target, _version = request_line.split(" ", 2)
-        headers: dict[str, str] = {}
-        for line in header_lines:
-            name, _, value = line.partition(":")
-            headers[name.strip()] = value.strip()
-        length = int(next((v for k, v in headers.items() if k.lower() == "content-length"), 0))
-        body = await reader.readexactly(length) if length else b""
-        parts = urlsplit(target)
-        with self._lock:
-            self._seen.append(SeenRequest(method, target, parts.path, headers, head))
-            self._in_flight += 1
-            if parts.path == "/flap":
-                self._flaps += 1
-            flap_status = 200 if self._flaps % 2 else 500
-        try:
-            status = await self._answer(method, parts.path, parse_qs(parts.query), body,
-                                        flap_status, reader)
-        finally:
-            with self._lock:
-                self._in_flight -= 1
-        if status is None:
-            return
-        location = ""
-        if parts.path == "/bounce":
-            location = f"Location: {target}\r\n"
-        elif parts.path == "/bounce-ftp":
-            location = f"Location: ftp://{HOST}/?{parts.query}\r\n"
-        payload = b"" if method == "HEAD" else f"status {status}\n".encode()
-        writer.write(
-            f"HTTP/1.1 {status} X\r\nContent-Type: text/plain\r\n"
-            f"Content-Length: {len(payload)}\r\n{location}Connection: close\r\n\r\n".encode()
-            + payload
-        )
-        await writer.drain()
-
-    async def _answer(self, method: str, path: str, query: dict[str, list[str]], body: bytes,
-                      flap_status: int, reader: asyncio.StreamReader) -> int | None:
-        if path == "/ok":
-            return 200
-        if path == "/error":
-            return 500
-        if path == "/flap":
-            return flap_status
-        if path == "/body" and method == "POST":
-            try:
-                return 200 if json.loads(body) == {"foo": "bar"} else 422
-            except ValueError:
-                return 422
-        if path == "/switch":
-            return self.switch_status
-        if path in ("/bounce", "/bounce-ftp"):
-            return 302
-        if path == "/slow":
-            ms = min(max(int((query.get("ms") or [str(SLOW_MS)])[0]), 0), _MAX_SLOW_MS)
-            return 200 if await self._hold(reader, ms / 1000) else None
-        if path == "/hang":
-            await self._hold(reader, None)
-            return None
-        return 404
-
-    async def _hold(self, reader: asyncio.StreamReader, seconds: float | None) -> bool:
-        """Wait ``seconds`` (None: for ever); False if the client left or the server stops.
-
-        A probe that gave up must not leave its request "in flight" here, or a later test
-        waiting for in-flight requests would count a previous process's connections.
-        """
-        async def client_gone() -> None:
-            while await reader.read(4096):
-                pass  # a request body or pipelined bytes; only the end matters
-
-        waiters = [asyncio.ensure_future(client_gone()),
-                   asyncio.ensure_future(self._closing.wait())]
-        done, pending = await asyncio.wait(waiters, timeout=seconds,
-                                           return_when=asyncio.FIRST_COMPLETED)
-        for waiter in pending:
-            waiter.cancel()
-        await asyncio.wait(waiters)
-        for waiter in done:
-            waiter.exception()  # retrieved, so a reset connection is not reported as unhandled
-        return not done
+        return asyncio.run_coroutine_threadsafe(call(), self._loop).result(timeout=10)
 
 
 def write_config(path: Path, endpoints: Sequence[tuple[str, str]]) -> Path:

@@ -8,14 +8,10 @@ prometheus binary the live half skips, unless REQUIRE_PROMETHEUS=1 makes that a 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import ssl
-import threading
 import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -108,36 +104,11 @@ def test_every_selector_is_filtered_by_the_variables_of_its_labels() -> None:
                 assert f'{label}=~"${label}"' in matchers, f"{title}: {name} lacks ${label}"
 
 
-class TlsTarget:
-    """An https server on 127.0.0.1 answering 200, with a certificate from a throwaway CA."""
-
-    def __init__(self) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: object) -> None:
-                return
-
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        trustme.CA().issue_cert("localhost", "127.0.0.1").configure_cert(context)
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
-        self.url = f"https://127.0.0.1:{self.server.server_address[1]}/"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-
-@contextlib.contextmanager
-def tls_target() -> Iterator[TlsTarget]:
-    target = TlsTarget()
-    target.thread.start()
-    try:
-        yield target
-    finally:
-        target.server.shutdown()
-        target.server.server_close()
+def tls_context() -> ssl.SSLContext:
+    """A server context with a certificate for 127.0.0.1 from a throwaway CA."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    trustme.CA().issue_cert("localhost", "127.0.0.1").configure_cert(context)
+    return context
 
 
 def substitute(expr: str) -> str:
@@ -149,12 +120,12 @@ def test_every_panel_query_returns_data(tmp_path: Path,
     if not (ROOT / "src" / "availability_exporter" / "cli.py").exists():
         pytest.skip("the exporter's CLI is not there yet")
     config = tmp_path / "endpoints.yaml"
-    with Targets() as http, tls_target() as https:
+    with Targets() as http, Targets(tls=tls_context()) as https:
         config.write_text(
             f"- name: ok\n  url: {http.url('/ok')}\n"
             f"- name: error\n  url: {http.url('/error')}\n"
             f"- name: slow\n  url: {http.url('/slow')}\n"
-            f"- name: tls\n  url: {https.url}\n  verify_tls: false\n",
+            f"- name: tls\n  url: {https.url('/ok')}\n  verify_tls: false\n",
             encoding="utf-8",
         )
         with ExporterProcess(config, "-f", "1") as exporter:
