@@ -451,27 +451,18 @@ async def _resolve(loop: asyncio.AbstractEventLoop, host: str, port: int,
     return addresses
 
 
-async def _open_socket(loop: asyncio.AbstractEventLoop, host: str, port: int,
-                       family: socket.AddressFamily) -> socket.socket:
-    """A connected non-blocking TCP socket to the first address of ``host`` that answers."""
-    addresses = await _resolve(loop, host, port, family)
-    errors: list[str] = []
-    for address_family, sockaddr in addresses:  # in order, as a browser without Happy Eyeballs
-        sock = socket.socket(address_family, socket.SOCK_STREAM)
-        try:
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            await loop.sock_connect(sock, sockaddr)
-            return sock
-        except OSError as exc:
-            sock.close()
-            if len(addresses) == 1:
-                raise
-            errors.append(f"{sockaddr[0]}: {exc}")
-        except BaseException:
-            sock.close()
-            raise
-    raise OSError("; ".join(errors))
+async def _tcp_socket(loop: asyncio.AbstractEventLoop, family: socket.AddressFamily,
+                      sockaddr: Any) -> socket.socket:
+    """A non-blocking TCP socket connected to ``sockaddr``."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        await loop.sock_connect(sock, sockaddr)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 async def connect(
@@ -485,25 +476,38 @@ async def connect(
 ) -> Connection:
     """Open a connection (TCP, then TLS when a context is given), tracing both phases.
 
-    The TCP socket is connected first and then handed to the loop with its TLS settings in
-    one call (rather than ``start_tls`` on a live transport, whose handshake under uvloop
-    logs a traceback when the server closes the moment it accepted).  The TLS stream is
-    traced as soon as the handshake completes, so the certificate is known even when the
-    server then answers garbage.
+    Addresses are tried in the resolver's order, as a browser without Happy Eyeballs.  For
+    TLS the TCP socket is connected first and then handed to the loop with its TLS settings
+    in one call (rather than ``start_tls`` on a live transport, whose handshake under uvloop
+    logs a traceback when the server closes the moment it accepted); plain HTTP takes the
+    loop's own, cheaper, connect.  The TLS stream is traced as soon as the handshake
+    completes, so the certificate is known even when the server then answers garbage.
     """
     emit = trace or _no_trace
     loop = asyncio.get_running_loop()
     connection = Connection(loop)
     emit("connection.connect_tcp.started", {})
+    sock: socket.socket | None = None
     try:
-        sock = await _open_socket(loop, host, port, family)
+        addresses = await _resolve(loop, host, port, family)
+        errors: list[str] = []
+        for address_family, sockaddr in addresses:
+            try:
+                if ssl_context is None:
+                    await loop.create_connection(lambda: connection, sockaddr[0], port)
+                    return connection
+                sock = await _tcp_socket(loop, address_family, sockaddr)
+                break
+            except OSError as exc:
+                if len(addresses) == 1:
+                    raise
+                errors.append(f"{sockaddr[0]}: {exc}")
+        else:
+            raise OSError("; ".join(errors))
     except OSError as exc:  # socket.gaierror is an OSError too; the probe tells them apart
         raise ConnectError(str(exc) or type(exc).__name__) from exc
+    emit("connection.start_tls.started", {})
     try:
-        if ssl_context is None:
-            await loop.create_connection(lambda: connection, sock=sock)
-            return connection
-        emit("connection.start_tls.started", {})
         transport, _ = await loop.create_connection(
             lambda: connection, sock=sock, ssl=ssl_context, server_hostname=server_hostname,
         )
