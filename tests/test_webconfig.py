@@ -6,6 +6,7 @@ import asyncio
 import base64
 import contextlib
 import shutil
+import socket
 import ssl
 import threading
 import time
@@ -21,6 +22,7 @@ import uvicorn
 
 from availability_exporter.webconfig import (
     REALM,
+    ASGIApp,
     BasicAuthMiddleware,
     ClientAuth,
     Message,
@@ -31,6 +33,7 @@ from availability_exporter.webconfig import (
     WebConfigError,
     load_web_config,
 )
+from tests.targets import ExporterProcess, wait_for
 
 TESTDATA = Path(__file__).parent / "testdata" / "webconfig"
 APP_BODY = b"availability_endpoint_up 1\n"
@@ -347,14 +350,23 @@ def test_users_only_file_is_plain_http(webdir: Path) -> None:
     assert list(web.users) == ["prometheus"]
 
 
-def test_empty_file_changes_nothing(webdir: Path) -> None:
+def test_empty_file_changes_nothing(webdir: Path, checkpw_calls: list[tuple[bytes, bool]]) -> None:
     web = load_web_config(webdir / "empty.yml")
     assert web == WebConfig()
+    assert web.uvicorn_ssl_kwargs() == {}
+    # Wrapped all the same, since users may be added to the file later; until then requests
+    # pass unchanged.
+    (response,) = get(web.wrap(tiny_app), {})
+    assert response.status_code == 200
+    assert response.content == APP_BODY
+    assert response.headers["x-frame-options"] == "sameorigin"
+    assert checkpw_calls == []
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         raise AssertionError("never called")
 
-    assert web.wrap(app) is app
+    # Without a file to follow, nothing at all is put in front of the app.
+    assert WebConfig().wrap(app) is app
 
 
 @pytest.mark.parametrize(
@@ -423,7 +435,7 @@ USERS = {"prometheus": hashed(b"s3cret"), "grafana": hashed(b"other", rounds=5)}
 HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "deny"}
 
 
-def get(middleware: BasicAuthMiddleware, *requests: dict[str, str]) -> list[httpx.Response]:
+def get(middleware: ASGIApp, *requests: dict[str, str]) -> list[httpx.Response]:
     """Send one GET / per headers dict, concurrently, through the middleware."""
 
     async def run() -> list[httpx.Response]:
@@ -567,10 +579,10 @@ class QuietServer(uvicorn.Server):
 
 
 @contextlib.asynccontextmanager
-async def serving(web: WebConfig) -> AsyncIterator[int]:
-    """Serve ``tiny_app`` wrapped by ``web`` on a free port; yields the port."""
+async def serving(web: WebConfig, app: ASGIApp | None = None) -> AsyncIterator[int]:
+    """Serve ``app`` (default: ``tiny_app`` wrapped by ``web``) with web's TLS; yields the port."""
     config = uvicorn.Config(
-        web.wrap(tiny_app),
+        web.wrap(tiny_app) if app is None else app,
         host="127.0.0.1",
         port=0,
         lifespan="off",
@@ -705,3 +717,271 @@ def test_min_version_is_enforced(webdir: Path, tmp_path: Path, pki: Pki) -> None
         assert response.status_code == 200
 
     run_against(web, scenario)
+
+
+# ---------------------------------------------------------------------------
+# The file is followed while serving (issue 12, item 3): users and headers on the next
+# request, certificates on the next connection; a bad change keeps the last good config.
+
+
+def users_file(path: Path, **users: bytes) -> Path:
+    """Write a plain-HTTP web config with these users (user name -> bcrypt hash)."""
+    lines = "".join(f"  {name}: '{digest.decode()}'\n" for name, digest in users.items())
+    path.write_text(f"basic_auth_users:\n{lines}")
+    return path
+
+
+def test_a_new_password_works_and_the_old_one_stops_without_a_restart(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = users_file(tmp_path / "web.yml", prometheus=hashed(b"old-password"))
+    web = load_web_config(path)
+
+    async def scenario(port: int) -> None:
+        url = f"http://127.0.0.1:{port}/metrics"
+        async with httpx.AsyncClient(timeout=5) as client:
+
+            async def status(password: str) -> int:
+                response = await client.get(url, headers=basic("prometheus", password))
+                return response.status_code
+
+            assert await status("old-password") == 200  # now also remembered in the cache
+            users_file(path, prometheus=hashed(b"new-password"))
+            assert await status("new-password") == 200
+            assert await status("old-password") == 401
+
+            # A broken file is logged and the last good one stays in force.
+            path.write_text("basic_auth_users:\n  prometheus: not-a-hash\n")
+            assert await status("new-password") == 200
+            assert await status("old-password") == 401
+            assert "basic_auth_users.prometheus: not a bcrypt hash" in caplog.text
+            assert "keeping the last good web config" in caplog.text
+
+            # So does one that would turn TLS on: the listener is plain until a restart.
+            path.write_text("tls_server_config:\n  cert_file: a.pem\n  key_file: a.key\n")
+            assert await status("new-password") == 200
+
+            path.unlink()
+            assert await status("new-password") == 200
+            assert "cannot read the web config" in caplog.text
+
+    run_against(web, scenario)
+
+
+def test_turning_tls_on_or_off_needs_a_restart(
+    webdir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = write_web_config(tmp_path, webdir)
+    web = load_web_config(path)
+    assert web.source is not None
+    users_file(path, prometheus=hashed(b"other"))
+    assert web.source.current() is web
+    assert "turning TLS off needs a restart" in caplog.text
+
+
+def test_the_decoy_follows_the_highest_cost_of_the_current_file(
+    tmp_path: Path, checkpw_calls: list[tuple[bytes, bool]]
+) -> None:
+    path = users_file(tmp_path / "web.yml", prometheus=hashed(b"pw", rounds=4))
+    app = load_web_config(path).wrap(tiny_app)
+    (response,) = get(app, basic("mallory", "pw"))
+    assert response.status_code == 401
+    users_file(path, prometheus=hashed(b"pw", rounds=4), grafana=hashed(b"pw", rounds=6))
+    (response,) = get(app, basic("mallory", "pw"))
+    assert response.status_code == 401
+    assert [digest[4:6] for digest, _ in checkpw_calls] == [b"04", b"06"]
+
+
+def issue_server_cert(pki: Pki, directory: Path) -> bytes:
+    """Write a fresh certificate and key for 127.0.0.1 where web configs expect them."""
+    leaf = pki.server_ca.issue_cert("127.0.0.1", "localhost")
+    leaf.cert_chain_pems[0].write_to_path(str(directory / "server.pem"))
+    leaf.private_key_pem.write_to_path(str(directory / "server.key"))
+    return ssl.PEM_cert_to_DER_cert(leaf.cert_chain_pems[0].bytes().decode())
+
+
+async def served_certificate(port: int, pki: Pki) -> bytes:
+    """The certificate a new TLS connection to ``port`` is given (DER)."""
+    _, writer = await asyncio.wait_for(
+        asyncio.open_connection("127.0.0.1", port, ssl=client_context(pki)), timeout=5
+    )
+    try:
+        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        assert isinstance(der, bytes)
+        return der
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError, ssl.SSLError):
+            await writer.wait_closed()
+
+
+def test_a_rotated_certificate_is_served_to_new_connections(
+    tmp_path: Path, pki: Pki, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = issue_server_cert(pki, tmp_path)
+    web = load_web_config(write_web_config(tmp_path, tmp_path))
+
+    async def scenario(port: int) -> None:
+        assert await served_certificate(port, pki) == first
+        second = issue_server_cert(pki, tmp_path)
+        assert second != first
+        assert await served_certificate(port, pki) == second
+
+        # Half-way through a rotation: a new certificate whose key is not there yet.
+        pki.server_ca.issue_cert("127.0.0.1").cert_chain_pems[0].write_to_path(
+            str(tmp_path / "server.pem")
+        )
+        assert await served_certificate(port, pki) == second
+        assert "is not the private key of the certificate" in caplog.text
+        assert "still serving the last good certificate" in caplog.text
+
+        third = issue_server_cert(pki, tmp_path)
+        assert await served_certificate(port, pki) == third
+        async with httpx.AsyncClient(verify=client_context(pki), timeout=5) as client:
+            response = await client.get(
+                f"https://127.0.0.1:{port}/", headers=basic("prometheus", "s3cret")
+            )
+        assert response.status_code == 200
+
+    run_against(web, scenario)
+
+
+def test_settings_of_a_changed_file_apply_to_new_connections(
+    webdir: Path, tmp_path: Path, pki: Pki
+) -> None:
+    """Not just the certificate: a new client-certificate policy applies without a restart."""
+    path = write_web_config(tmp_path, webdir)
+    web = load_web_config(path)
+
+    async def fetch(port: int) -> httpx.Response:
+        async with httpx.AsyncClient(verify=client_context(pki), timeout=5) as client:
+            return await client.get(
+                f"https://127.0.0.1:{port}/", headers=basic("prometheus", "s3cret")
+            )
+
+    async def scenario(port: int) -> None:
+        assert (await fetch(port)).status_code == 200
+        write_web_config(
+            tmp_path,
+            webdir,
+            "  client_auth_type: RequireAndVerifyClientCert\n"
+            f"  client_ca_file: {webdir}/clients-ca.pem\n",
+        )
+        with pytest.raises(httpx.TransportError):
+            await fetch(port)
+
+    run_against(web, scenario)
+
+
+def test_the_running_exporter_follows_its_web_config(tmp_path: Path, pki: Pki) -> None:
+    """The real process: new password and certificate in, old ones out, no restart or reload."""
+    first = issue_server_cert(pki, tmp_path)
+    web_yml = tmp_path / "web.yml"
+
+    def write(password: bytes) -> None:
+        web_yml.write_text(
+            "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n"
+            f"basic_auth_users:\n  prometheus: '{hashed(password).decode()}'\n"
+        )
+
+    def certificate(port: int) -> bytes:
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+            client_context(pki).wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+        ):
+            der = tls.getpeercert(binary_form=True)
+        assert der is not None
+        return der
+
+    def status(port: int, password: str) -> int:
+        with httpx.Client(verify=client_context(pki), timeout=10) as client:
+            url = f"https://127.0.0.1:{port}/metrics"
+            return client.get(url, headers=basic("prometheus", password)).status_code
+
+    write(b"old-password")
+    (tmp_path / "endpoints.yaml").write_text("- {name: self, url: 'http://127.0.0.1:9/'}\n")
+    with ExporterProcess(
+        tmp_path / "endpoints.yaml", "-f", "5", "--web.config.file", str(web_yml)
+    ) as proc:
+
+        def serving_old_password() -> bool:
+            try:
+                return status(proc.port, "old-password") == 200
+            except httpx.TransportError:
+                return False  # not listening yet
+
+        wait_for("the exporter to serve TLS", serving_old_password)
+        assert certificate(proc.port) == first
+
+        write(b"new-password")
+        second = issue_server_cert(pki, tmp_path)
+        assert status(proc.port, "new-password") == 200
+        assert status(proc.port, "old-password") == 401
+        assert certificate(proc.port) == second
+    assert "Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------------------
+# Basic auth under load (issue 12, item 7)
+
+
+def test_a_flood_from_one_client_does_not_hold_up_another() -> None:
+    """Bad passwords from 127.0.0.2 queue behind each other, not in front of 127.0.0.1."""
+    web = WebConfig(users={"prometheus": hashed(b"s3cret", rounds=9)})
+    flood_size = 16
+
+    async def scenario(port: int) -> None:
+        url = f"http://127.0.0.1:{port}/metrics"
+        attacker = httpx.AsyncClient(
+            transport=httpx.AsyncHTTPTransport(local_address="127.0.0.2"), timeout=30
+        )
+        answered: list[int] = []
+        first_answer = asyncio.Event()
+
+        async def bad_login() -> None:
+            response = await attacker.get(url, headers=basic("prometheus", "guess"))
+            answered.append(response.status_code)
+            first_answer.set()
+
+        async with attacker, httpx.AsyncClient(timeout=30) as prometheus:
+            flood = [asyncio.create_task(bad_login()) for _ in range(flood_size)]
+            # Once one bad login is answered the others have long been waiting at the server.
+            await asyncio.wait_for(first_answer.wait(), timeout=30)
+            before = len(answered)
+            response = await prometheus.get(url, headers=basic("prometheus", "s3cret"))
+            overtaken_by = len(answered) - before
+            await asyncio.wait_for(asyncio.gather(*flood), timeout=60)
+        assert response.status_code == 200
+        assert answered == [401] * flood_size
+        # With one line for everyone, Prometheus waited for all the queued bad logins.
+        assert overtaken_by <= 3, f"{overtaken_by} of {flood_size - before} queued checks first"
+
+    run_against(web, scenario)
+
+
+def test_a_success_is_remembered_for_a_bounded_time(
+    checkpw_calls: list[tuple[bytes, bool]],
+) -> None:
+    app = BasicAuthMiddleware(tiny_app, users=USERS, cache_seconds=0.5)
+
+    async def scenario(port: int) -> None:
+        async with httpx.AsyncClient(timeout=5) as client:
+
+            async def scrape() -> None:
+                response = await client.get(
+                    f"http://127.0.0.1:{port}/", headers=basic("prometheus", "s3cret")
+                )
+                assert response.status_code == 200
+
+            await scrape()
+            await scrape()
+            assert len(checkpw_calls) == 1
+            await asyncio.sleep(0.6)
+            await scrape()
+            assert len(checkpw_calls) == 2
+
+    async def main() -> None:
+        async with serving(WebConfig(), app) as port:
+            await scenario(port)
+
+    asyncio.run(main())

@@ -2,7 +2,8 @@
 
 ``loading`` turns the file into a checked :class:`WebConfig` (every problem at once, each
 with its line); ``tls`` builds the server's ``ssl.SSLContext`` from it; ``auth`` is the
-basic-auth ASGI middleware. The names below are what the rest of the program and the tests
+basic-auth ASGI middleware; ``files`` notices changed files, so that all three follow the
+file while the server runs. The names below are what the rest of the program and the tests
 use.
 """
 
@@ -15,7 +16,12 @@ from availability_exporter.webconfig.auth import (
     Scope,
     Send,
 )
-from availability_exporter.webconfig.loading import WebConfig, WebConfigError, load_web_config
+from availability_exporter.webconfig.loading import (
+    WebConfig,
+    WebConfigError,
+    WebConfigFile,
+    load_web_config,
+)
 from availability_exporter.webconfig.tls import ClientAuth, TLSSettings
 
 __all__ = [
@@ -30,5 +36,6 @@ __all__ = [
     "TLSSettings",
     "WebConfig",
     "WebConfigError",
+    "WebConfigFile",
     "load_web_config",
 ]

@@ -15,10 +15,17 @@ The file has the shape that every Prometheus exporter reads (exporter-toolkit's
     basic_auth_users:
       prometheus: $2y$10$...         # bcrypt hash, e.g. from `htpasswd -nBC 10 "" | tr -d ':\\n'`
 
-Everything is checked once, at start-up, and all problems are reported together
+Everything is checked at start-up, and all problems are reported together
 (:class:`WebConfigError`): unknown keys, a cert without a key, unreadable files, a
 certificate and key that do not belong together, malformed bcrypt hashes. A bad
 file is a start-up error, never a failure on the first scrape.
+
+As in the toolkit, the file is read again when it changes (:class:`WebConfigFile`, looked
+at on every request and TLS handshake), and so are the certificate files it names: a new
+password, user or header applies to the next request, a rotated certificate to the next
+connection, with no restart or reload. A changed file that does not load keeps the last
+good one in force and logs why; so does one that turns TLS on or off, which needs a restart
+because the listener is plain or TLS from the start.
 
 Where Python's ``ssl`` module cannot do what the Go toolkit does, the file is
 rejected with the reason rather than served with weaker security:
@@ -39,6 +46,7 @@ same. ``http_server_config.http2`` is accepted and ignored: uvicorn serves HTTP/
 
 from __future__ import annotations
 
+import logging
 import re
 import ssl
 from collections.abc import Callable, Iterable, Mapping
@@ -51,9 +59,17 @@ import yaml
 
 from availability_exporter import yamlnodes
 from availability_exporter.webconfig.auth import ASGIApp, BasicAuthMiddleware
-from availability_exporter.webconfig.tls import ClientAuth, TLSFileError, TLSSettings
+from availability_exporter.webconfig.files import FileWatch
+from availability_exporter.webconfig.tls import (
+    ClientAuth,
+    LiveSSLContext,
+    TLSFileError,
+    TLSSettings,
+)
 
-__all__ = ["WebConfig", "WebConfigError", "load_web_config"]
+__all__ = ["WebConfig", "WebConfigError", "WebConfigFile", "load_web_config"]
+
+log = logging.getLogger(__name__)
 
 
 class WebConfigError(Exception):
@@ -136,6 +152,8 @@ class WebConfig:
     """User name to bcrypt hash."""
     headers: Mapping[str, str] = field(default_factory=_empty)
     """Response headers added to every HTTP response."""
+    source: WebConfigFile | None = field(default=None, compare=False, repr=False)
+    """The file this was read from; what :meth:`wrap` and the TLS context serve follows it."""
 
     @property
     def scheme(self) -> str:
@@ -149,14 +167,21 @@ class WebConfig:
         uvicorn can express itself (they make ``Config.is_ssl`` true and document the
         setup); ``ssl_context_factory`` builds the context uvicorn actually serves
         with, because uvicorn has no setting for min/max version, server cipher
-        preference or the curve.
+        preference or the curve, and because that context follows the files.
         """
         tls = self.tls
         if tls is None:
             return {}
+        source = self.source
+
+        def settings() -> TLSSettings:
+            # The file cannot turn TLS off while serving (WebConfigFile refuses it), so
+            # None only means there is no file to follow.
+            current = None if source is None else source.current().tls
+            return tls if current is None else current
 
         def factory(_config: Any, _default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
-            return tls.ssl_context()
+            return LiveSSLContext(settings)
 
         return {
             "ssl_certfile": str(tls.cert_file),
@@ -168,10 +193,53 @@ class WebConfig:
         }
 
     def wrap(self, app: ASGIApp) -> ASGIApp:
-        """``app`` behind basic auth and the configured headers (``app`` itself if neither)."""
+        """``app`` behind basic auth and the configured headers.
+
+        With a file to follow, the middleware is always there, since users may be added to
+        the file later; without one, ``app`` itself when there are neither users nor headers.
+        """
+        if self.source is not None:
+            return BasicAuthMiddleware(app, source=self.source.current)
         if not self.users and not self.headers:
             return app
         return BasicAuthMiddleware(app, users=self.users, headers=self.headers)
+
+
+class WebConfigFile:
+    """The web config file as last read successfully; re-read when it changes.
+
+    :meth:`current` costs a ``stat`` when nothing changed; the file is read and checked
+    again only when its stat and then its content hash differ. Not thread-safe: it is used
+    from the event loop (each request and each TLS handshake).
+    """
+
+    def __init__(self, path: Path) -> None:
+        """Read the file now; raises WebConfigError listing every problem."""
+        self.path = path
+        self._watch = FileWatch()
+        # Primed before the read, so a write that lands during it is seen at the next look.
+        self._watch.changed([path])
+        self._config = _load(path, self)
+
+    def current(self) -> WebConfig:
+        """The config in force: the file's, or the last good one if the file changed badly."""
+        if not self._watch.changed([self.path]):
+            return self._config
+        try:
+            config = _load(self.path, self)
+        except WebConfigError as exc:
+            log.error("%s\nkeeping the last good web config", exc)
+            return self._config
+        if (config.tls is None) != (self._config.tls is None):
+            log.error(
+                "web config %s: turning TLS %s needs a restart; keeping the last good web config",
+                self.path,
+                "off" if config.tls is None else "on",
+            )
+            return self._config
+        self._config = config
+        log.info("web config %s reloaded", self.path)
+        return config
 
 
 # ---------------------------------------------------------------------------
@@ -283,7 +351,15 @@ class _Reader:
 
 
 def load_web_config(path: Path) -> WebConfig:
-    """Read and check a web config file; raises WebConfigError listing every problem."""
+    """Read and check a web config file; raises WebConfigError listing every problem.
+
+    What the result serves (:meth:`WebConfig.wrap`, its TLS context) follows the file as
+    it changes.
+    """
+    return WebConfigFile(path).current()
+
+
+def _load(path: Path, source: WebConfigFile) -> WebConfig:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -300,7 +376,7 @@ def load_web_config(path: Path) -> WebConfig:
         raise WebConfigError(path, [f"{path}: not valid YAML: nested too deeply"]) from exc
     reader = _Reader(path)
     if root is None or yamlnodes.is_null(root):
-        return WebConfig()  # An empty file means plain HTTP, as in the Go toolkit.
+        return WebConfig(source=source)  # An empty file means plain HTTP, as in the toolkit.
     top = reader.mapping(root, "", _TOP_KEYS)
     tls = _read_tls(reader, *top["tls_server_config"]) if "tls_server_config" in top else None
     headers = (
@@ -309,7 +385,9 @@ def load_web_config(path: Path) -> WebConfig:
     users = _read_users(reader, top["basic_auth_users"][1]) if "basic_auth_users" in top else {}
     if reader.problems:
         raise WebConfigError(path, reader.problems)
-    return WebConfig(tls=tls, users=MappingProxyType(users), headers=MappingProxyType(headers))
+    return WebConfig(
+        tls=tls, users=MappingProxyType(users), headers=MappingProxyType(headers), source=source
+    )
 
 
 def _read_tls(reader: _Reader, section_key: yaml.Node, node: yaml.Node) -> TLSSettings | None:
