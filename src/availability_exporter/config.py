@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import os
 import re
 import ssl
@@ -289,6 +290,8 @@ class _EndpointBuilder:
         proxy = self._proxy(fields.get("proxy"))
         tls = self._tls(fields.get("tls"))
         ip_family = self._ip_family(fields.get("ip_family"))
+        if url is not None and ip_family != "any":
+            self._check_family(fields["ip_family"], url[1], ip_family)
         if timeout is not None and timeout >= self.defaults.interval:
             self.problem(
                 fields["timeout"],
@@ -468,6 +471,16 @@ class _EndpointBuilder:
                                f"not {yamlnodes.short(text)!r}")
             return "any"
         return text
+
+    def _check_family(self, node: yaml.Node, url: httpx.URL, family: str) -> None:
+        """An IP literal of the other family can never be reached: say so now."""
+        try:
+            address = ipaddress.ip_address(url.raw_host.decode("ascii"))
+        except ValueError:
+            return  # a name: its addresses of this family are looked up at each probe
+        if f"ipv{address.version}" != family:
+            self.problem(node, f"ip_family {family} cannot reach the IPv{address.version} "
+                               f"address {address}")
 
     def _method(self, node: yaml.Node | None) -> str:
         if node is None:

@@ -180,10 +180,19 @@ class ProbeTransport(httpx.AsyncBaseTransport):
                 ),
             )
             self._httpcore[key] = transport
+        extensions = dict(request.extensions)
         if route.server_name is not None and (
             route.server_name_for == request.url.raw_host.decode("ascii")
         ):
-            request.extensions = {**request.extensions, "sni_hostname": route.server_name}
+            extensions["sni_hostname"] = route.server_name
+        trace = extensions.get("trace")
+        if trace is not None:
+            # httpcore awaits its trace hook in async code; ours is a plain callable.
+            async def async_trace(event: str, info: dict[str, object]) -> None:
+                trace(event, info)
+
+            extensions["trace"] = async_trace
+        request.extensions = extensions
         return await transport.handle_async_request(request)
 
 
