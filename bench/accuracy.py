@@ -25,7 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import benchlib as b
+from benchlib.blackbox import Blackbox, drive_blackbox
+from benchlib.exporter import CycleWatcher, Daemon
+from benchlib.inprocess import run_in_process
+from benchlib.machine import BLACKBOX_BIN, require_binary
+from benchlib.options import Flag, Options, parse_options, workdir
+from benchlib.report import Report, Spread, percentile
+from benchlib.targets import DelayServer, coverage, write_endpoints
 
 from availability_exporter.config import default_timeout
 
@@ -33,49 +39,28 @@ ERROR_P99_GOAL = 0.005
 ERROR_MAX_GOAL = 0.020
 
 
-@dataclass(frozen=True, slots=True)
-class Options:
-    json: Path | None
-    workdir: Path | None
-    endpoints: int
-    cycles: int
-    interval: float
-    ports: int
-    no_blackbox: bool
-    no_daemon: bool
-    delay_ms: float
-    up_ms: float
-    degraded_ms: float
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = b.base_parser(__doc__.split("\n", 1)[0])
-    parser.add_argument("--endpoints", type=int, default=10_000)
-    parser.add_argument("--cycles", type=int, default=3)
-    parser.add_argument("--interval", type=float, default=15.0)
-    parser.add_argument("--ports", type=int, default=4, help="delay server ports")
-    parser.add_argument("--no-blackbox", action="store_true", help="skip run 3")
-    parser.add_argument("--no-daemon", action="store_true", help="skip run 4")
-    parser.add_argument("--delay-ms", type=float, default=200.0, help="runs 1, 3, 4")
-    parser.add_argument("--up-ms", type=float, default=450.0,
-                        help="run 2: delay of the endpoints that must be up")
-    parser.add_argument("--degraded-ms", type=float, default=550.0,
-                        help="run 2: delay of the endpoints that must be degraded")
-    args = Options(**vars(parser.parse_args(argv)))
-    report = b.Report(f"latency accuracy: {args.endpoints:,} endpoints, "
+    args = parse_options(
+        __doc__, argv, endpoints=10_000, cycles=3, interval=15.0,
+        ports=Flag(4, "delay server ports"), no_blackbox=Flag(False, "skip run 3"),
+        no_daemon=Flag(False, "skip run 4"), delay_ms=Flag(200.0, "runs 1, 3, 4"),
+        up_ms=Flag(450.0, "run 2: delay of the endpoints that must be up"),
+        degraded_ms=Flag(550.0, "run 2: delay of the endpoints that must be degraded"),
+    )
+    report = Report(f"latency accuracy: {args.endpoints:,} endpoints, "
                       f"{args.interval:g} s interval, target answers after exactly "
                       f"{args.delay_ms:g} ms")
     rows: list[list[str]] = []
-    with b.workdir(args.workdir) as work, b.DelayServer(ports=args.ports) as target:
+    with workdir(args.workdir) as work, DelayServer(ports=args.ports) as target:
         ours = in_process_delay(args, work, target, report, rows)
         threshold = in_process_threshold(args, work, target, report, rows)
-        theirs: b.Spread | None = None
+        theirs: Spread | None = None
         if not args.no_blackbox:
-            if b.require_binary(b.BLACKBOX_BIN, "REQUIRE_BLACKBOX") is None:
+            if require_binary(BLACKBOX_BIN, "REQUIRE_BLACKBOX") is None:
                 report.note("blackbox_exporter is not installed: run 3 skipped")
             else:
                 theirs = blackbox_delay(args, work, target, report, rows)
-        daemon: b.Spread | None = None
+        daemon: Spread | None = None
         if not args.no_daemon:
             daemon = daemon_delay(args, work, target, report, rows)
     report.table(
@@ -91,13 +76,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if all(report.checks.values()) else 1
 
 
-def _urls(target: b.DelayServer, count: int, delays_ms: tuple[float, ...]) -> list[str]:
+def _urls(target: DelayServer, count: int, delays_ms: tuple[float, ...]) -> list[str]:
     return [target.url(i, delays_ms[i % len(delays_ms)]) for i in range(count)]
 
 
 def _row(name: str, errors: list[float], late: dict[str, Any], lag: float | None,
          wrong: int) -> list[str]:
-    spread = b.Spread.of(errors)
+    spread = Spread.of(errors)
     return [
         name, f"{spread.count:,}", f"{spread.p50 * 1000:.2f}", f"{spread.p99 * 1000:.2f}",
         f"{spread.max * 1000:.2f}", f"{late['lateness_p99_ms']:.2f}",
@@ -106,13 +91,13 @@ def _row(name: str, errors: list[float], late: dict[str, Any], lag: float | None
     ]
 
 
-def in_process_delay(args: Options, work: Path, target: b.DelayServer, report: b.Report,
-                     rows: list[list[str]]) -> b.Spread:
+def in_process_delay(args: Options, work: Path, target: DelayServer, report: Report,
+                     rows: list[list[str]]) -> Spread:
     delay = args.delay_ms / 1000
     config = work / "delay.yaml"
-    b.write_endpoints(config, _urls(target, args.endpoints, (args.delay_ms,)))
+    write_endpoints(config, _urls(target, args.endpoints, (args.delay_ms,)))
     target.reset()
-    run = b.run_in_process(config, interval=args.interval, cycles=args.cycles)
+    run = run_in_process(config, interval=args.interval, cycles=args.cycles)
     late = target.stats()
     measured = run.measured()
     errors = [r.duration - delay for r in measured]
@@ -120,15 +105,15 @@ def in_process_delay(args: Options, work: Path, target: b.DelayServer, report: b
     report.check("in-process: every endpoint probed exactly once in every cycle",
                  run.cycles == args.cycles
                  and all(once == args.endpoints for once in run.per_cycle()))
-    spread = b.Spread.of(errors)
+    spread = Spread.of(errors)
     report.figures["ours_in_process"] = {
         "error_ms": spread.as_dict(1000), "target_late": late,
-        "start_lag_p99_ms": b.percentile(lags, 0.99) * 1000,
+        "start_lag_p99_ms": percentile(lags, 0.99) * 1000,
         "start_lag_max_ms": max(lags, default=0.0) * 1000,
         "cpu_us_per_probe": run.cpu_seconds / max(len(run.records), 1) * 1e6,
     }
     rows.append(_row(f"ours, in-process ({args.delay_ms:g} ms)", errors, late,
-                     b.percentile(lags, 0.99), sum(r.state != "up" for r in measured)))
+                     percentile(lags, 0.99), sum(r.state != "up" for r in measured)))
     return spread
 
 
@@ -146,12 +131,12 @@ class Threshold:
         return (self.up_total - self.up) + (self.degraded_total - self.degraded)
 
 
-def in_process_threshold(args: Options, work: Path, target: b.DelayServer, report: b.Report,
+def in_process_threshold(args: Options, work: Path, target: DelayServer, report: Report,
                          rows: list[list[str]]) -> Threshold:
     config = work / "threshold.yaml"
-    b.write_endpoints(config, _urls(target, args.endpoints, (args.up_ms, args.degraded_ms)))
+    write_endpoints(config, _urls(target, args.endpoints, (args.up_ms, args.degraded_ms)))
     target.reset()
-    run = b.run_in_process(config, interval=args.interval, cycles=args.cycles)
+    run = run_in_process(config, interval=args.interval, cycles=args.cycles)
     late = target.stats()
     measured = run.measured()
     fast = [r for r in measured if r.index % 2 == 0]
@@ -176,34 +161,34 @@ def in_process_threshold(args: Options, work: Path, target: b.DelayServer, repor
         "target_late": late,
     }
     rows.append(_row(f"ours, in-process ({args.up_ms:g}/{args.degraded_ms:g} ms)", errors,
-                     late, b.percentile(run.dispatch_lags(), 0.99), result.misclassified))
+                     late, percentile(run.dispatch_lags(), 0.99), result.misclassified))
     return result
 
 
-def blackbox_delay(args: Options, work: Path, target: b.DelayServer, report: b.Report,
-                   rows: list[list[str]]) -> b.Spread:
+def blackbox_delay(args: Options, work: Path, target: DelayServer, report: Report,
+                   rows: list[list[str]]) -> Spread:
     urls = _urls(target, args.endpoints, (args.delay_ms,))
     timeout = default_timeout(args.interval)
-    with b.Blackbox(work, timeout=timeout) as blackbox:
+    with Blackbox(work, timeout=timeout) as blackbox:
         target.reset()
-        result = b.drive_blackbox(blackbox, urls, interval=args.interval, cycles=args.cycles,
+        result = drive_blackbox(blackbox, urls, interval=args.interval, cycles=args.cycles,
                                   timeout=timeout)
     late = target.stats()
     errors = [d - args.delay_ms / 1000 for d in result.durations()]
-    spread = b.Spread.of(errors)
+    spread = Spread.of(errors)
     report.figures["blackbox"] = {"error_ms": spread.as_dict(1000), "target_late": late}
     failed = args.cycles * args.endpoints - sum(p.success for p in result.probes)
     rows.append(_row(f"blackbox_exporter ({args.delay_ms:g} ms)", errors, late, None, failed))
     return spread
 
 
-def daemon_delay(args: Options, work: Path, target: b.DelayServer, report: b.Report,
-                 rows: list[list[str]]) -> b.Spread:
+def daemon_delay(args: Options, work: Path, target: DelayServer, report: Report,
+                 rows: list[list[str]]) -> Spread:
     config = work / "delay.yaml"
-    b.write_endpoints(config, _urls(target, args.endpoints, (args.delay_ms,)))
+    write_endpoints(config, _urls(target, args.endpoints, (args.delay_ms,)))
     target.reset()
-    with b.Daemon(config, interval=args.interval, directory=work) as daemon:
-        watcher = b.CycleWatcher(daemon)
+    with Daemon(config, interval=args.interval, directory=work) as daemon:
+        watcher = CycleWatcher(daemon)
         for k in range(args.cycles):
             if not daemon.wait_cycles(k + 1, 2 * args.interval + 60):
                 raise SystemExit(f"the exporter did not finish cycle {k + 1}:\n"
@@ -212,13 +197,13 @@ def daemon_delay(args: Options, work: Path, target: b.DelayServer, report: b.Rep
         code = daemon.stop()
     late = target.stats()
     errors = [d - args.delay_ms / 1000 for s in watcher.samples for d in s.durations]
-    hits = b.coverage(target.arrivals(),
+    hits = coverage(target.arrivals(),
                       [target.path(i, args.delay_ms) for i in range(args.endpoints)],
                       cycles=args.cycles, interval=args.interval)
     report.check("daemon: exited cleanly", code == 0)
     report.check("daemon: every endpoint probed exactly once in every cycle (target's log)",
                  all(once == args.endpoints for once in hits))
-    spread = b.Spread.of(errors)
+    spread = Spread.of(errors)
     lags = [s.lag for s in watcher.samples]
     report.figures["ours_daemon"] = {"error_ms": spread.as_dict(1000), "target_late": late,
                                      "cycle_lag_max_ms": max(lags, default=0.0) * 1000}
@@ -228,9 +213,9 @@ def daemon_delay(args: Options, work: Path, target: b.DelayServer, report: b.Rep
     return spread
 
 
-def verdict(report: b.Report, ours: b.Spread, threshold: Threshold, theirs: b.Spread | None,
-            daemon: b.Spread | None) -> None:
-    def ok(s: b.Spread) -> bool:
+def verdict(report: Report, ours: Spread, threshold: Threshold, theirs: Spread | None,
+            daemon: Spread | None) -> None:
+    def ok(s: Spread) -> bool:
         return s.p99 <= ERROR_P99_GOAL and s.max <= ERROR_MAX_GOAL
 
     met = ok(ours) and (daemon is None or ok(daemon))

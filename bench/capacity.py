@@ -17,11 +17,22 @@ probe; the ratio is ours / blackbox's, both from this run.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import benchlib as b
+from benchlib.blackbox import Blackbox, drive_blackbox
+from benchlib.exporter import CycleWatcher, Daemon
+from benchlib.machine import (
+    BLACKBOX_BIN,
+    NGINX_BIN,
+    cpu_seconds,
+    peak_rss_bytes,
+    require_binary,
+    rss_bytes,
+)
+from benchlib.options import Flag, Options, parse_options, workdir
+from benchlib.report import Report, fmt, mb, percentile
+from benchlib.targets import Nginx, coverage, write_endpoints
 
 from availability_exporter.config import default_timeout
 from availability_exporter.scheduler import spread_window
@@ -30,36 +41,21 @@ LAG_GOAL = 0.050
 CPU_CORES_GOAL = 1.0
 
 
-@dataclass(frozen=True, slots=True)
-class Options:
-    json: Path | None
-    workdir: Path | None
-    endpoints: int
-    cycles: int
-    interval: float
-    warmup: int
-    ports: int
-    no_blackbox: bool
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = b.base_parser(__doc__.split("\n", 1)[0])
-    parser.add_argument("--endpoints", type=int, default=10_000)
-    parser.add_argument("--cycles", type=int, default=4, help="measured cycles (after warm-up)")
-    parser.add_argument("--interval", type=float, default=15.0)
-    parser.add_argument("--warmup", type=int, default=1, help="cycles before measuring")
-    parser.add_argument("--ports", type=int, default=8, help="nginx listen ports")
-    parser.add_argument("--no-blackbox", action="store_true", help="skip goal 2")
-    args = Options(**vars(parser.parse_args(argv)))
-    if b.require_binary(b.NGINX_BIN, "REQUIRE_NGINX") is None:
+    args = parse_options(
+        __doc__, argv, endpoints=10_000, interval=15.0,
+        cycles=Flag(4, "measured cycles (after warm-up)"), warmup=1,
+        ports=Flag(8, "nginx listen ports"), no_blackbox=Flag(False, "skip goal 2"),
+    )
+    if require_binary(NGINX_BIN, "REQUIRE_NGINX") is None:
         print("SKIP: nginx is not installed (/usr/sbin/nginx)")
         return 0
-    report = b.Report(f"capacity: {args.endpoints:,} endpoints, {args.interval:g} s interval")
-    with b.workdir(args.workdir) as work, b.Nginx(work, ports=args.ports) as nginx:
+    report = Report(f"capacity: {args.endpoints:,} endpoints, {args.interval:g} s interval")
+    with workdir(args.workdir) as work, Nginx(work, ports=args.ports) as nginx:
         ours = measure_ours(args, work, nginx, report)
         theirs = None
         if not args.no_blackbox:
-            if b.require_binary(b.BLACKBOX_BIN, "REQUIRE_BLACKBOX") is None:
+            if require_binary(BLACKBOX_BIN, "REQUIRE_BLACKBOX") is None:
                 report.note("blackbox_exporter is not installed: goal 2 skipped")
             else:
                 theirs = measure_blackbox(args, work, nginx, report)
@@ -68,30 +64,30 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if all(report.checks.values()) else 1
 
 
-def measure_ours(args: Options, work: Path, nginx: b.Nginx,
-                 report: b.Report) -> dict[str, Any]:
+def measure_ours(args: Options, work: Path, nginx: Nginx,
+                 report: Report) -> dict[str, Any]:
     n, interval = args.endpoints, args.interval
     config = work / "endpoints.yaml"
     paths = [nginx.path(i) for i in range(n)]
-    b.write_endpoints(config, nginx.urls(n))
+    write_endpoints(config, nginx.urls(n))
     total = args.warmup + args.cycles
     per_cycle_timeout = 2 * interval + 60
-    with b.Daemon(config, interval=interval, directory=work) as daemon:
-        watcher = b.CycleWatcher(daemon)
+    with Daemon(config, interval=interval, directory=work) as daemon:
+        watcher = CycleWatcher(daemon)
         for k in range(total):
             if not daemon.wait_cycles(k + 1, per_cycle_timeout):
                 raise SystemExit(f"the exporter did not finish cycle {k + 1}:\n"
                                  f"{daemon.stderr_tail()}")
             watcher.observe(k)
         rss = daemon.rss()
-        peak = b.peak_rss_bytes(daemon.pid)
+        peak = peak_rss_bytes(daemon.pid)
         code = daemon.stop()
     samples = watcher.samples
     first, last = samples[args.warmup - 1], samples[-1]
     cpu = last.cpu - first.cpu
     wall = last.wall - first.wall
     probes = args.cycles * n
-    hits = b.coverage(nginx.arrivals(), paths, cycles=total, interval=interval)
+    hits = coverage(nginx.arrivals(), paths, cycles=total, interval=interval)
     every_cycle = all(once == n for once in hits)
     attributed = sum(s.attributed for s in samples)
     up = sum(s.states.get("up", 0) for s in samples)
@@ -108,12 +104,12 @@ def measure_ours(args: Options, work: Path, nginx: b.Nginx,
         "spread_window_seconds": window,
         "cpu_seconds": cpu, "cpu_us_per_probe": cpu / probes * 1e6,
         "cpu_cores": cpu / wall if wall else 0.0,
-        "cycle_lag_p99_ms": b.percentile(lags, 0.99) * 1000,
+        "cycle_lag_p99_ms": percentile(lags, 0.99) * 1000,
         "cycle_lag_max_ms": max(lags) * 1000,
         "cycle_duration_max_s": max(durations),
         "cycles_missed": missed,
         "probes_up": up, "probes_seen": n * len(samples), "attributed": attributed,
-        "scrape_p99_ms": b.percentile([s.scrape_seconds for s in samples], 0.99) * 1000,
+        "scrape_p99_ms": percentile([s.scrape_seconds for s in samples], 0.99) * 1000,
         "rss_bytes": rss, "peak_rss_bytes": peak,
         "coverage": hits,
     }
@@ -121,17 +117,17 @@ def measure_ours(args: Options, work: Path, nginx: b.Nginx,
     return figures
 
 
-def measure_blackbox(args: Options, work: Path, nginx: b.Nginx,
-                     report: b.Report) -> dict[str, Any]:
+def measure_blackbox(args: Options, work: Path, nginx: Nginx,
+                     report: Report) -> dict[str, Any]:
     n, interval = args.endpoints, args.interval
     urls = nginx.urls(n)
     timeout = default_timeout(interval)
     total = args.warmup + args.cycles
-    with b.Blackbox(work, timeout=timeout) as blackbox:
-        began = b.cpu_seconds(blackbox.pid)
-        result = b.drive_blackbox(blackbox, urls, interval=interval, cycles=total,
+    with Blackbox(work, timeout=timeout) as blackbox:
+        began = cpu_seconds(blackbox.pid)
+        result = drive_blackbox(blackbox, urls, interval=interval, cycles=total,
                                   timeout=timeout)
-        rss = b.rss_bytes(blackbox.pid)
+        rss = rss_bytes(blackbox.pid)
     measured = range(args.warmup, total)
     cpu = result.cpu_at_cycle_end[-1] - result.cpu_at_cycle_end[args.warmup - 1]
     wall = result.cycle_ends[-1] - result.cycle_ends[args.warmup - 1]
@@ -148,32 +144,32 @@ def measure_blackbox(args: Options, work: Path, nginx: b.Nginx,
     return figures
 
 
-def summarize(args: Options, report: b.Report, ours: dict[str, Any],
+def summarize(args: Options, report: Report, ours: dict[str, Any],
               theirs: dict[str, Any] | None) -> None:
     rows = [
-        ["probes/s (average over whole intervals)", b.fmt(ours["probes_per_second"])],
-        ["probe starts/s within the spread window", b.fmt(ours["peak_start_rate"])],
-        ["CPU µs per probe", b.fmt(ours["cpu_us_per_probe"])],
-        ["CPU cores (average)", b.fmt(ours["cpu_cores"], 3)],
+        ["probes/s (average over whole intervals)", fmt(ours["probes_per_second"])],
+        ["probe starts/s within the spread window", fmt(ours["peak_start_rate"])],
+        ["CPU µs per probe", fmt(ours["cpu_us_per_probe"])],
+        ["CPU cores (average)", fmt(ours["cpu_cores"], 3)],
         ["cycle lag p99 / max (ms)",
          f"{ours['cycle_lag_p99_ms']:.2f} / {ours['cycle_lag_max_ms']:.2f}"],
-        ["longest cycle (s)", b.fmt(ours["cycle_duration_max_s"], 2)],
+        ["longest cycle (s)", fmt(ours["cycle_duration_max_s"], 2)],
         ["cycles missed", f"{ours['cycles_missed']:.0f}"],
         ["probes up (the target answers 200 at once)",
          f"{ours['probes_up']:,} of {ours['probes_seen']:,}"],
-        ["/metrics scrape after each cycle, p99 (ms)", b.fmt(ours["scrape_p99_ms"])],
-        ["RSS at end / peak", f"{b.mb(ours['rss_bytes'])} / {b.mb(ours['peak_rss_bytes'])}"],
+        ["/metrics scrape after each cycle, p99 (ms)", fmt(ours["scrape_p99_ms"])],
+        ["RSS at end / peak", f"{mb(ours['rss_bytes'])} / {mb(ours['peak_rss_bytes'])}"],
     ]
     headers = ["availability-exporter", "figure"]
     if theirs is not None:
         headers = ["figure", "availability-exporter", "blackbox_exporter"]
         rows = [
-            ["probes/s (average)", b.fmt(ours["probes_per_second"]),
-             b.fmt(theirs["probes_per_second"])],
-            ["CPU µs per probe", b.fmt(ours["cpu_us_per_probe"]),
-             b.fmt(theirs["cpu_us_per_probe"])],
-            ["CPU cores (average)", b.fmt(ours["cpu_cores"], 3), b.fmt(theirs["cpu_cores"], 3)],
-            ["RSS at end", b.mb(ours["rss_bytes"]), b.mb(theirs["rss_bytes"])],
+            ["probes/s (average)", fmt(ours["probes_per_second"]),
+             fmt(theirs["probes_per_second"])],
+            ["CPU µs per probe", fmt(ours["cpu_us_per_probe"]),
+             fmt(theirs["cpu_us_per_probe"])],
+            ["CPU cores (average)", fmt(ours["cpu_cores"], 3), fmt(theirs["cpu_cores"], 3)],
+            ["RSS at end", mb(ours["rss_bytes"]), mb(theirs["rss_bytes"])],
             ["successful probes (measured cycles)", "",
              f"{theirs['successful']:,} of {theirs['probes']:,}"],
         ] + [[r[0], r[1], ""] for r in rows if not r[0].startswith(("probes/s (av", "CPU", "RSS"))]

@@ -13,55 +13,40 @@ from /proc/PID/status right after each cycle's report line, before that cycle's 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
-from pathlib import Path
 
-import benchlib as b
+from benchlib.exporter import CycleWatcher, Daemon
+from benchlib.machine import NGINX_BIN, peak_rss_bytes, require_binary
+from benchlib.options import Flag, parse_options, workdir
+from benchlib.report import Report, mb
+from benchlib.targets import Nginx, coverage, write_endpoints
 
 RSS_GOAL = 150 * 10**6
 GROWTH_GOAL = 0.05
 
 
-@dataclass(frozen=True, slots=True)
-class Options:
-    json: Path | None
-    workdir: Path | None
-    endpoints: int
-    cycles: int
-    checkpoint: int
-    interval: float
-    timeout: float
-    ports: int
-    no_scrape: bool
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = b.base_parser(__doc__.split("\n", 1)[0])
-    parser.add_argument("--endpoints", type=int, default=10_000)
-    parser.add_argument("--cycles", type=int, default=40)
-    parser.add_argument("--checkpoint", type=int, default=10,
-                        help="the cycle whose RSS is the baseline (default 10)")
-    parser.add_argument("--interval", type=float, default=10.0)
-    parser.add_argument("--timeout", type=float, default=2.0, help="--probe.timeout")
-    parser.add_argument("--ports", type=int, default=8, help="nginx listen ports")
-    parser.add_argument("--no-scrape", action="store_true", help="no scrape after each cycle")
-    args = Options(**vars(parser.parse_args(argv)))
-    if b.require_binary(b.NGINX_BIN, "REQUIRE_NGINX") is None:
+    args = parse_options(
+        __doc__, argv, endpoints=10_000, cycles=Flag(40, "cycles in all"),
+        checkpoint=Flag(10, "the cycle whose RSS is the baseline (default 10)"),
+        interval=10.0, timeout=2.0, ports=Flag(8, "nginx listen ports"),
+        no_scrape=Flag(False, "no scrape after each cycle"),
+    )
+    if require_binary(NGINX_BIN, "REQUIRE_NGINX") is None:
         print("SKIP: nginx is not installed (/usr/sbin/nginx)")
         return 0
     n = args.endpoints
     shortened = (f" (shortened from 15 s so {args.cycles} cycles fit in minutes)"
                  if args.interval < 15 else "")
-    report = b.Report(f"memory: {n:,} endpoints, {args.cycles} cycles at -f {args.interval:g} "
+    report = Report(f"memory: {n:,} endpoints, {args.cycles} cycles at -f {args.interval:g} "
                       f"--probe.timeout {args.timeout:g}{shortened}")
     rss: list[int] = []
     lag_missed = 0.0
-    with b.workdir(args.workdir) as work, b.Nginx(work, ports=args.ports) as nginx:
+    with workdir(args.workdir) as work, Nginx(work, ports=args.ports) as nginx:
         config = work / "endpoints.yaml"
-        b.write_endpoints(config, nginx.urls(n))
+        write_endpoints(config, nginx.urls(n))
         extra = ["--probe.timeout", f"{args.timeout:g}"]
-        with b.Daemon(config, interval=args.interval, directory=work, extra=extra) as daemon:
-            watcher = b.CycleWatcher(daemon)
+        with Daemon(config, interval=args.interval, directory=work, extra=extra) as daemon:
+            watcher = CycleWatcher(daemon)
             for k in range(args.cycles):
                 if not daemon.wait_cycles(k + 1, 4 * args.interval + 120):
                     raise SystemExit(f"the exporter did not finish cycle {k + 1}:\n"
@@ -69,11 +54,11 @@ def main(argv: list[str] | None = None) -> int:
                 rss.append(daemon.rss())
                 if not args.no_scrape:
                     watcher.observe(k)
-            peak = b.peak_rss_bytes(daemon.pid)
+            peak = peak_rss_bytes(daemon.pid)
             if watcher.samples:
                 lag_missed = watcher.samples[-1].missed
             code = daemon.stop()
-        hits = b.coverage(nginx.arrivals(), [nginx.path(i) for i in range(n)],
+        hits = coverage(nginx.arrivals(), [nginx.path(i) for i in range(n)],
                           cycles=args.cycles, interval=args.interval)
     base = rss[min(args.checkpoint, len(rss)) - 1]
     end = rss[-1]
@@ -85,12 +70,12 @@ def main(argv: list[str] | None = None) -> int:
                     args.cycles} & set(range(1, args.cycles + 1)))
     scrapes = "no scrapes" if args.no_scrape else "one gzip scrape per cycle"
     report.table(f"RSS after cycle k ({scrapes})",
-                 ["cycle", "RSS"], [[str(k), b.mb(rss[k - 1])] for k in marks])
+                 ["cycle", "RSS"], [[str(k), mb(rss[k - 1])] for k in marks])
     report.table("", ["figure", "value"], [
-        [f"RSS after cycle {args.checkpoint}", b.mb(base)],
-        [f"RSS after cycle {args.cycles}", b.mb(end)],
+        [f"RSS after cycle {args.checkpoint}", mb(base)],
+        [f"RSS after cycle {args.cycles}", mb(end)],
         [f"growth cycle {args.checkpoint} -> {args.cycles}", f"{growth * 100:+.2f} %"],
-        ["peak RSS (VmHWM)", b.mb(peak)],
+        ["peak RSS (VmHWM)", mb(peak)],
         ["cycles missed (interval shortened)", f"{lag_missed:.0f}"],
     ])
     report.figures.update({

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import benchlib as b
+from benchlib.machine import BENCH, ROOT, machine_info
 
 # name, full-size arguments, quick arguments.  The full sizes are the goals; the cycle
 # counts are what fits in ~20 minutes on the 2-core machine.
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
     results = args.results or Path(tempfile.mkdtemp(prefix="availability-bench-results-"))
     results.mkdir(parents=True, exist_ok=True)
-    info = b.machine_info()
+    info = machine_info()
     print(f"machine: {info['nproc']} CPUs, {info['cpu_model']}, Python {info['python']}, "
           f"load average {info['loadavg']:.2f}; results in {results}", flush=True)
     outcomes: list[tuple[str, int, float, dict[str, Any] | None]] = []
@@ -68,12 +68,12 @@ def main(argv: list[str] | None = None) -> int:
         if chosen and name not in chosen:
             continue
         out = results / f"{name}.json"
-        argv_one = [sys.executable, str(b.BENCH / f"{name}.py"), *(quick if args.quick else full),
+        argv_one = [sys.executable, str(BENCH / f"{name}.py"), *(quick if args.quick else full),
                     "--json", str(out)]
         print(f"\n$ {' '.join(argv_one[1:])}", flush=True)
         began = time.monotonic()
         try:
-            code = subprocess.run(argv_one, cwd=b.ROOT, timeout=LIMIT_SECONDS,
+            code = subprocess.run(argv_one, cwd=ROOT, timeout=LIMIT_SECONDS,
                                   check=False).returncode
         except subprocess.TimeoutExpired:
             code = -1

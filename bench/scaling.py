@@ -15,55 +15,37 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import benchlib as b
+from benchlib.exporter import CycleWatcher, Daemon
+from benchlib.options import Flag, Options, parse_options, workdir
+from benchlib.report import Report, Spread, fmt
+from benchlib.targets import DelayServer, coverage, endpoint_name, write_endpoints
 
 from availability_exporter.shard import shard_of
 
 
-@dataclass(frozen=True, slots=True)
-class Options:
-    json: Path | None
-    workdir: Path | None
-    sizes: str
-    cycles: int
-    warmup: int
-    interval: float
-    ports: int
-    delay_ms: float
-    per_process: int
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = b.base_parser(__doc__.split("\n", 1)[0])
-    parser.add_argument("--sizes", default="100,1000,10000,30000",
-                        help="comma-separated endpoint counts")
-    parser.add_argument("--cycles", type=int, default=2, help="measured cycles per size")
-    parser.add_argument("--warmup", type=int, default=1, help="cycles before measuring")
-    parser.add_argument("--interval", type=float, default=15.0)
-    parser.add_argument("--delay-ms", type=float, default=200.0,
-                        help="the target answers after this long")
-    parser.add_argument("--ports", type=int, default=8, help="delay server ports")
-    parser.add_argument("--per-process", type=int, default=15_000,
-                        help="endpoints per process before sharding")
-    args = Options(**vars(parser.parse_args(argv)))
+    args = parse_options(
+        __doc__, argv, sizes="100,1000,10000,30000",
+        cycles=Flag(2, "measured cycles per size"), warmup=1, interval=15.0, delay_ms=200.0,
+        ports=Flag(8, "delay server ports"), per_process=15_000,
+    )
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
-    report = b.Report(f"scaling: {args.interval:g} s interval, target answers after "
+    report = Report(f"scaling: {args.interval:g} s interval, target answers after "
                       f"{args.delay_ms:g} ms, "
                       f"{args.cycles} measured cycles per size")
     rows: list[list[str]] = []
     curve: list[dict[str, Any]] = []
-    with b.workdir(args.workdir) as work, b.DelayServer(ports=args.ports) as target:
+    with workdir(args.workdir) as work, DelayServer(ports=args.ports) as target:
         for size in sizes:
             point = measure(args, work, target, size, report)
             curve.append(point)
             err = point["error"]
             rows.append([
-                f"{size:,}", str(point["processes"]), b.fmt(point["probes_per_second"]),
-                b.fmt(point["cpu_us_per_probe"], 0), b.fmt(point["cpu_cores"], 2),
+                f"{size:,}", str(point["processes"]), fmt(point["probes_per_second"]),
+                fmt(point["cpu_us_per_probe"], 0), fmt(point["cpu_cores"], 2),
                 f"{err.p50 * 1000:.2f}", f"{err.p99 * 1000:.2f}", f"{err.max * 1000:.2f}",
                 f"{point['longest_cycle']:.2f}", f"{point['target_late_p99_ms']:.2f}",
                 f"{point['up_fraction'] * 100:.1f}",
@@ -95,22 +77,22 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if all(report.checks.values()) else 1
 
 
-def measure(args: Options, work: Path, target: b.DelayServer, size: int,
-            report: b.Report) -> dict[str, Any]:
+def measure(args: Options, work: Path, target: DelayServer, size: int,
+            report: Report) -> dict[str, Any]:
     config = work / f"endpoints-{size}.yaml"
-    b.write_endpoints(config, [target.url(i, args.delay_ms) for i in range(size)])
+    write_endpoints(config, [target.url(i, args.delay_ms) for i in range(size)])
     shards = max(1, math.ceil(size / args.per_process))
     total = args.warmup + args.cycles
     target.reset()
     with contextlib.ExitStack() as stack:
         daemons = [
-            stack.enter_context(b.Daemon(
+            stack.enter_context(Daemon(
                 config, interval=args.interval, directory=work, label=f"exporter-{size}-{i}",
                 extra=["--shard", f"{i}/{shards}"] if shards > 1 else [],
             ))
             for i in range(shards)
         ]
-        watchers = [b.CycleWatcher(d) for d in daemons]
+        watchers = [CycleWatcher(d) for d in daemons]
         for k in range(total):
             for daemon, watcher in zip(daemons, watchers, strict=True):
                 if not daemon.wait_cycles(k + 1, 2 * args.interval + 120):
@@ -125,8 +107,8 @@ def measure(args: Options, work: Path, target: b.DelayServer, size: int,
     for i in range(shards):
         # Each process's own endpoints against its own cycle ends (shards tick independently).
         mine = [target.path(j, args.delay_ms) for j in range(size)
-                if shards == 1 or shard_of(b.endpoint_name(j), shards) == i]
-        hits = b.coverage(arrivals, mine, cycles=total, interval=args.interval)
+                if shards == 1 or shard_of(endpoint_name(j), shards) == i]
+        hits = coverage(arrivals, mine, cycles=total, interval=args.interval)
         every_cycle = every_cycle and all(once == len(mine) for once in hits)
     cpu = sum(w.samples[-1].cpu - w.samples[args.warmup - 1].cpu for w in watchers)
     wall = max(w.samples[-1].wall - w.samples[args.warmup - 1].wall for w in watchers)
@@ -142,7 +124,7 @@ def measure(args: Options, work: Path, target: b.DelayServer, size: int,
         "probes_per_second": probes / wall if wall else 0.0,
         "cpu_us_per_probe": cpu / probes * 1e6 if probes else 0.0,
         "cpu_cores": cpu / wall if wall else 0.0,
-        "error": b.Spread.of(errors),
+        "error": Spread.of(errors),
         "longest_cycle": max(s.cycle_seconds for s in measured),
         "cycle_lag_max_ms": max(s.lag for s in measured) * 1000,
         "target_late_p99_ms": late["lateness_p99_ms"],

@@ -14,47 +14,35 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
-import benchlib as b
+from benchlib.exporter import Daemon
+from benchlib.machine import NGINX_BIN, ROOT, require_binary
+from benchlib.options import Flag, parse_options, workdir
+from benchlib.report import Report
+from benchlib.targets import Nginx, write_endpoints
 
 from availability_exporter.config import Defaults, load_config
 
 GOAL = 2.0
 
 
-@dataclass(frozen=True, slots=True)
-class Options:
-    json: Path | None
-    workdir: Path | None
-    endpoints: int
-    repeat: int
-    interval: float
-    ports: int
-
-
 def _timed(argv: list[str]) -> tuple[float, int]:
     began = time.perf_counter()
-    done = subprocess.run(argv, cwd=b.ROOT, capture_output=True, timeout=120, check=False)
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, timeout=120, check=False)
     return time.perf_counter() - began, done.returncode
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = b.base_parser(__doc__.split("\n", 1)[0])
-    parser.add_argument("--endpoints", type=int, default=10_000)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--interval", type=float, default=15.0)
-    parser.add_argument("--ports", type=int, default=8, help="nginx listen ports")
-    args = Options(**vars(parser.parse_args(argv)))
-    if b.require_binary(b.NGINX_BIN, "REQUIRE_NGINX") is None:
+    args = parse_options(__doc__, argv, endpoints=10_000, repeat=3, interval=15.0,
+                         ports=Flag(8, "nginx listen ports"))
+    if require_binary(NGINX_BIN, "REQUIRE_NGINX") is None:
         print("SKIP: nginx is not installed (/usr/sbin/nginx)")
         return 0
     n = args.endpoints
-    report = b.Report(f"start-up: {n:,} endpoints")
-    with b.workdir(args.workdir) as work, b.Nginx(work, ports=args.ports) as nginx:
+    report = Report(f"start-up: {n:,} endpoints")
+    with workdir(args.workdir) as work, Nginx(work, ports=args.ports) as nginx:
         config = work / "endpoints.yaml"
-        b.write_endpoints(config, nginx.urls(n))
+        write_endpoints(config, nginx.urls(n))
         parse: list[float] = []
         for _ in range(args.repeat):
             began = time.perf_counter()
@@ -70,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         first_probe: list[float] = []
         first_cycle: list[float] = []
         for _ in range(args.repeat):
-            with b.Daemon(config, interval=args.interval, directory=work) as daemon:
+            with Daemon(config, interval=args.interval, directory=work) as daemon:
                 if not daemon.wait_cycles(1, 2 * args.interval + 60):
                     raise SystemExit(f"no first cycle:\n{daemon.stderr_tail()}")
                 spawned = daemon.spawned_at

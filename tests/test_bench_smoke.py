@@ -127,9 +127,15 @@ def test_scrape_parses_with_every_series(tmp_path: Path) -> None:
     for sample in families["availability_probes"].samples:
         endpoint = sample.labels["endpoint"]
         totals[endpoint] = totals.get(endpoint, 0.0) + sample.value
-    # Scraped between cycles: 1 warm-up + 1 quiet + 1 scraped cycle, every endpoint alike.
-    assert set(totals.values()) == {3.0}, printed
+    # Scraped between cycles: 1 warm-up + 1 quiet + 1 gzip-scraped + 1 plain-scraped cycle,
+    # every endpoint alike.
+    assert set(totals.values()) == {4.0}, printed
     assert data["figures"]["series_per_endpoint"] >= 30
+    # The latency error of each phase, side by side: every probe of the phase has one.
+    for phase in ("error_quiet_ms", "error_scraped_ms", "error_plain_scraped_ms"):
+        assert data["figures"][phase]["count"] == 300, (phase, printed)
+    assert data["figures"]["plain_scrape_ms"]["count"] > 0
+    assert data["figures"]["scrape_ms"]["count"] > 0
     assert data["figures"]["bytes_gzip"] < data["figures"]["bytes_plain"]
 
 
