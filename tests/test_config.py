@@ -7,6 +7,7 @@ import base64
 from pathlib import Path
 
 import pytest
+import trustme
 
 from availability_exporter.config import (
     ConfigError,
@@ -69,10 +70,24 @@ def test_sample_yaml_loads_like_the_exercise() -> None:
     assert all(e.timeout == 10.0 and e.latency_threshold == 0.5 for e in config.endpoints)
 
 
-def test_commented_example_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_commented_example_loads(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PARTNER_TOKEN", "example-token")
-    config = load_config(EXAMPLES / "endpoints.yaml")
-    assert len(config.endpoints) >= 5
+    monkeypatch.setenv("PROXY_PASSWORD", "example-password")
+    # The example's TLS files, made here: the example points at /etc/availability-exporter.
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "internal-ca.pem"))
+    client = ca.issue_cert("probe.client.example")
+    client.cert_chain_pems[0].write_to_path(str(tmp_path / "probe-client.pem"))
+    client.private_key_pem.write_to_path(str(tmp_path / "probe-client.key"))
+    text = (EXAMPLES / "endpoints.yaml").read_text()
+    example = tmp_path / "endpoints.yaml"
+    example.write_text(text.replace("/etc/availability-exporter/", f"{tmp_path}/"))
+    config = load_config(example)
+    assert len(config.endpoints) >= 8
+    mtls = next(e for e in config.endpoints if e.tls is not None)
+    assert mtls.tls is not None and mtls.tls.server_name == "api.internal.example"
+    edge = next(e for e in config.endpoints if e.http2)
+    assert edge.ip_family == "ipv6" and "example-password" in edge.secrets
 
 
 def test_every_extension_and_scalar_coercion(monkeypatch: pytest.MonkeyPatch) -> None:
