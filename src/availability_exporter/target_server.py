@@ -310,33 +310,35 @@ class _Connection(asyncio.Protocol):
         if server.seen.maxlen:
             server.seen.append(request)
         reply = server.reply(request)
+        # Rendered now, so the timer's callback only writes: its lateness is the answer's.
+        answer = render(request, reply)
         server.in_flight += 1
         self.holding = True
         if reply.delay is None:
             return  # /hang: until the client leaves or the server stops
         if reply.delay <= 0:
-            self._answer(reply, None)
+            self._answer(answer, None)
             return
-        self._arm(reply, self.arrival + reply.delay)
+        self._arm(answer, self.arrival + reply.delay)
 
-    def _arm(self, reply: Reply, due: float) -> None:
+    def _arm(self, answer: bytes, due: float) -> None:
         wait = due - time.perf_counter() + self.server._pad
         self.timer = asyncio.get_running_loop().call_later(max(wait, 0.0), self._answer,
-                                                           reply, due)
+                                                           answer, due)
 
-    def _answer(self, reply: Reply, due: float | None) -> None:
+    def _answer(self, answer: bytes, due: float | None) -> None:
         if due is not None:
             late = time.perf_counter() - due
             if late < 0:  # a timer rounded to whole milliseconds fired early: never early
-                self._arm(reply, due)
+                self._arm(answer, due)
                 return
             recorder = self.server.recorder
             if recorder is not None and len(recorder.lateness) < MAX_RECORDS:
                 recorder.lateness.append(late)
         self._release()
         self.done = True
-        if self.transport is not None and self.request is not None:
-            self.transport.write(render(self.request, reply))
+        if self.transport is not None:
+            self.transport.write(answer)
             self.transport.close()
 
     def _release(self) -> None:
