@@ -35,7 +35,8 @@ from benchlib.options import parse_options, workdir
 from benchlib.report import Report, Spread, fmt
 
 from availability_exporter import http1
-from availability_exporter.config import Defaults, Endpoint, parse_config
+from availability_exporter.config import Defaults, parse_config
+from availability_exporter.model import Endpoint
 from availability_exporter.probe import Prober
 
 HOST = "127.0.0.1"

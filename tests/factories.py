@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from availability_exporter.config import Defaults, Endpoint, parse_config
-from availability_exporter.model import ProbeResult, State
+from availability_exporter.config import Defaults, parse_config
+from availability_exporter.model import Endpoint, ProbeResult, State
 
 
 def endpoints(*urls: str, interval: float = 15.0) -> tuple[Endpoint, ...]:

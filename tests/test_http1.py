@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import pytest
 
 from availability_exporter import http1
-from availability_exporter.config import Defaults, Endpoint, parse_config
-from availability_exporter.model import ProbeResult, State
+from availability_exporter.config import Defaults, parse_config
+from availability_exporter.model import Endpoint, ProbeResult, State
 from availability_exporter.probe import BODY_CAP, Prober
 
 TIMEOUT = 5.0

@@ -203,7 +203,7 @@ def test_every_design_family_has_help_and_type(openmetrics: bool, tmp_path: Path
     config = tmp_path / "endpoints.yaml"
     config.write_text(CONFIG)
     exporter = Exporter(Settings.model_validate(
-        {"config": config, "web_listen_address": "127.0.0.1:0"}))
+        {"config": config, "web_listen_address": "127.0.0.1:0"}).options())
     exporter.apply(exporter.load())
     text = b"".join(exposition(exporter.stats, exporter.registry,
                                openmetrics=openmetrics)).decode()

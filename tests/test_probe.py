@@ -20,8 +20,8 @@ from urllib.parse import urlencode
 
 import pytest
 
-from availability_exporter.config import Defaults, Endpoint, parse_config
-from availability_exporter.model import ProbeResult, State
+from availability_exporter.config import Defaults, parse_config
+from availability_exporter.model import Endpoint, ProbeResult, State
 from availability_exporter.probe import (
     BODY_CAP,
     MAX_REDIRECTS,

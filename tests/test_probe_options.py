@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import trustme
 
-from availability_exporter.config import Defaults, Endpoint, parse_config
-from availability_exporter.model import ProbeResult, State
+from availability_exporter.config import Defaults, parse_config
+from availability_exporter.model import Endpoint, ProbeResult, State
 from availability_exporter.probe import Prober
 
 HOST = "127.0.0.1"

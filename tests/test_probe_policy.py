@@ -20,8 +20,8 @@ import httpx
 import pytest
 import respx
 
-from availability_exporter.config import Defaults, Endpoint, parse_config
-from availability_exporter.model import ProbeResult, State
+from availability_exporter.config import Defaults, parse_config
+from availability_exporter.model import Endpoint, ProbeResult, State
 from availability_exporter.probe import MAX_REDIRECTS, Prober, classify
 
 BASE = "http://svc.test"

@@ -9,8 +9,8 @@ from collections import Counter
 import pytest
 
 from availability_exporter.cli import run_event_loop
-from availability_exporter.config import Defaults, Endpoint, parse_config
-from availability_exporter.model import ProbeResult, State
+from availability_exporter.config import Defaults, parse_config
+from availability_exporter.model import Endpoint, ProbeResult, State
 from availability_exporter.probe import Prober
 from availability_exporter.scheduler import Observer, Scheduler, spread_window
 from availability_exporter.stats import Stats

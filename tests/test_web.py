@@ -86,7 +86,7 @@ async def exporter_client(config: Path) -> AsyncIterator[tuple[Exporter, httpx.A
     # model_validate skips AVAILABILITY_EXPORTER_* from the environment: the test decides.
     settings = Settings.model_validate({"config": config, "probe_interval": INTERVAL,
                                         "web_listen_address": "127.0.0.1:0"})
-    exporter = Exporter(settings, out=io.StringIO())
+    exporter = Exporter(settings.options(), out=io.StringIO())
     exporter.apply(exporter.load())
     # web.App types its ASGI messages as MutableMapping; httpx's alias wants dict.
     app = App(exporter.status, registry=exporter.registry, snapshot=exporter.snapshot)

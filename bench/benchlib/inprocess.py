@@ -101,9 +101,8 @@ def run_in_process(config: Path, *, interval: float, cycles: int,
     The scheduler, prober, stats and metric rendering are the daemon's own objects; an
     observer on its scheduler keeps every ProbeResult.  uvloop as in the daemon.
     """
-    from availability_exporter.config import Endpoint
     from availability_exporter.daemon import Exporter
-    from availability_exporter.model import ProbeResult
+    from availability_exporter.model import Endpoint, ProbeResult
     from availability_exporter.scheduler import Observer, spread_window
     from availability_exporter.settings import load_settings
 
@@ -113,7 +112,7 @@ def run_in_process(config: Path, *, interval: float, cycles: int,
     count: dict[str, int] = {}
 
     async def main() -> None:
-        exporter = Exporter(settings, out=io.StringIO())
+        exporter = Exporter(settings.options(), out=io.StringIO())
         index_of: dict[str, int] = {}
         probed: dict[int, int] = {}
 

@@ -16,14 +16,9 @@ import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from availability_exporter.config import ConfigError, Defaults, load_config
+from availability_exporter.config import ConfigError, load_config
 from availability_exporter.daemon import Exporter
-from availability_exporter.settings import (
-    Settings,
-    SettingsError,
-    load_settings,
-    parse_listen_address,
-)
+from availability_exporter.settings import Settings, SettingsError, load_settings
 from availability_exporter.web import App, WebServer
 from availability_exporter.webconfig import WebConfig, WebConfigError, load_web_config
 
@@ -78,9 +73,8 @@ def raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def listen(address: str) -> socket.socket:
+def listen(host: str, port: int) -> socket.socket:
     """Bind the web socket before starting, so a taken port is a clear start-up error."""
-    host, port = parse_listen_address(address)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -111,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     sock: socket.socket | None = None
     if not settings.once:
         try:
-            sock = listen(settings.web_listen_address)
+            sock = listen(*settings.listen_address)
         except OSError as exc:
             return fail(f"cannot listen on {settings.web_listen_address}: {exc.strerror or exc}")
     raise_fd_limit()
@@ -127,9 +121,7 @@ def check_config(settings: Settings) -> int:
     if settings.config is None:
         return fail("--config.check needs CONFIG")
     try:
-        config = load_config(settings.config, Defaults(
-            interval=settings.probe_interval, timeout=settings.timeout,
-            latency_threshold=settings.probe_latency_threshold))
+        config = load_config(settings.config, settings.options().defaults)
     except ConfigError as exc:
         return fail(f"invalid config:\n{exc}")
     domains = len({e.domain for e in config.endpoints})
@@ -141,7 +133,7 @@ def check_config(settings: Settings) -> int:
 def run(settings: Settings, sock: socket.socket | None, web_config: WebConfig) -> int:
     """Build the daemon and, given a bound socket, its web server; run them."""
     async def serve() -> int:
-        exporter = Exporter(settings)
+        exporter = Exporter(settings.options())
         if sock is None:  # --once serves nothing
             return await exporter.run()
         app = App(exporter.status, registry=exporter.registry, snapshot=exporter.snapshot)

@@ -16,13 +16,14 @@ import os
 import re
 import ssl
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 import httpx
 import yaml
 
 from availability_exporter import yamlnodes
+from availability_exporter.model import Endpoint, TlsOptions
 
 try:  # The C loader parses a 10,000-endpoint file several times faster.
     from yaml import CSafeLoader as _Loader
@@ -65,46 +66,6 @@ class ConfigError(Exception):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
-
-
-@dataclass(frozen=True, slots=True)
-class TlsOptions:
-    """An endpoint's own TLS material: a private CA, a client certificate, another name."""
-
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    server_name: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    """One validated endpoint with every default resolved."""
-
-    name: str
-    url: str
-    display_url: str
-    domain: str
-    method: str
-    headers: tuple[tuple[str, str], ...]
-    body: bytes | None
-    timeout: float
-    latency_threshold: float
-    follow_redirects: bool
-    verify_tls: bool
-    line: int
-    # The URL to request, parsed once by httpx; it keeps any userinfo, which httpx turns into
-    # basic auth (``url`` is the same without it).
-    request: httpx.URL = field(repr=False)
-    secrets: tuple[str, ...] = field(default=(), repr=False)
-    http2: bool = False
-    proxy: str | None = field(default=None, repr=False)
-    tls: TlsOptions | None = None
-    ip_family: str = "any"
-
-    @property
-    def is_https(self) -> bool:
-        return self.request.scheme == "https"
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
@@ -28,7 +29,6 @@ from availability_exporter.metrics import exporter_registry
 from availability_exporter.model import State
 from availability_exporter.probe import Prober
 from availability_exporter.scheduler import Observer, Scheduler
-from availability_exporter.settings import Settings, parse_shard
 from availability_exporter.snapshot import GzipSnapshot
 from availability_exporter.stats import Stats
 from availability_exporter.status import ReloadStatus, StatusView
@@ -93,31 +93,41 @@ async def off_loop(func: Callable[..., T], *args: Any) -> T:
     return await future
 
 
+@dataclass(frozen=True, slots=True)
+class Options:
+    """What the daemon runs with: the flags, parsed and checked once (``Settings.options()``)."""
+
+    config: Path | None = None
+    demo: bool = False
+    defaults: Defaults = field(default_factory=Defaults)
+    concurrency: int = 1000
+    keep_alive: bool = False
+    shard: tuple[int, int] = (0, 1)  # (index, count)
+    state_file: Path | None = None
+    run_duration: float | None = None
+    once: bool = False
+
+
 class Exporter:
     """The running daemon: config, stats, scheduler, report; the web side sees ``status`` only."""
 
-    def __init__(self, settings: Settings, *, out: TextIO = sys.stdout) -> None:
-        self.settings = settings
+    def __init__(self, options: Options, *, out: TextIO = sys.stdout) -> None:
+        self.options = options
         self.out = out
-        self.defaults = Defaults(
-            interval=settings.probe_interval,
-            timeout=settings.timeout,
-            latency_threshold=settings.probe_latency_threshold,
-        )
-        self.shard = parse_shard(settings.shard) if settings.shard else (0, 1)
+        self.defaults = options.defaults
+        self.shard = options.shard
         self.stats = Stats()
-        self.prober = Prober(keep_alive=settings.probe_keep_alive,
-                             max_connections=settings.probe_concurrency)
+        self.prober = Prober(keep_alive=options.keep_alive, max_connections=options.concurrency)
         self.scheduler = Scheduler(
-            stats=self.stats, probe=self.prober.probe, interval=settings.probe_interval,
-            concurrency=settings.probe_concurrency,
+            stats=self.stats, probe=self.prober.probe, interval=options.defaults.interval,
+            concurrency=options.concurrency,
             observers=[Observer(on_cycle_end=self._cycle_done)],
         )
         self.reload_status = ReloadStatus()
         # What the web side sees of this object: read-only figures and the reload action.
         self.status = StatusView(
-            stats=self.stats, probe_interval=settings.probe_interval,
-            latency_threshold=settings.probe_latency_threshold,
+            stats=self.stats, probe_interval=options.defaults.interval,
+            latency_threshold=options.defaults.latency_threshold,
             cycle_stats=lambda: self.scheduler.cycle_stats,
             reload_status=lambda: self.reload_status,
             ready=lambda: self.ready, healthy=self.healthy, reload=self.reload,
@@ -125,7 +135,7 @@ class Exporter:
         self.registry = exporter_registry(self.status)
         self.snapshot = GzipSnapshot(self.stats)
         self.config: Config | None = None
-        self.config_path: Path | None = settings.config
+        self.config_path: Path | None = options.config
         self.demo: DemoServer | None = None
         self.stop = asyncio.Event()
         self.started = time.monotonic()
@@ -206,7 +216,7 @@ class Exporter:
         self.print_report()
         if RELEASE_FREE_MEMORY is not None:
             self._spawn(asyncio.to_thread(RELEASE_FREE_MEMORY))
-        if self.settings.state_file is not None and (
+        if self.options.state_file is not None and (
             self._state_write is None or self._state_write.done()
         ):
             snap = statefile.snapshot(self.stats)
@@ -215,11 +225,11 @@ class Exporter:
             )
 
     async def _write_state(self, snap: statefile.Snapshot) -> None:
-        assert self.settings.state_file is not None
+        assert self.options.state_file is not None
         try:
-            await off_loop(statefile.write, self.settings.state_file, snap)
+            await off_loop(statefile.write, self.options.state_file, snap)
         except OSError as exc:
-            log.error("cannot write state file %s: %s", self.settings.state_file, exc)
+            log.error("cannot write state file %s: %s", self.options.state_file, exc)
 
     def print_report(self) -> None:
         self.out.write(self.stats.report())
@@ -238,7 +248,7 @@ class Exporter:
         since = asyncio.get_running_loop().time() - last if last is not None else (
             time.monotonic() - self.started
         )
-        return since <= 3 * self.settings.probe_interval
+        return since <= 3 * self.defaults.interval
 
     # -- life -----------------------------------------------------------------------------
 
@@ -249,36 +259,36 @@ class Exporter:
 
         ``web`` serves HTTP until the event it is given (this daemon's stop) is set.
         """
-        settings = self.settings
+        options = self.options
         loop = asyncio.get_running_loop()
         self._capture_signals(loop)
-        if settings.demo:
+        if options.demo:
             self.demo = DemoServer()
             await self.demo.start()
         self.apply(await off_loop(self.load))
-        if settings.state_file is not None:
-            saved = await off_loop(statefile.read, settings.state_file)
+        if options.state_file is not None:
+            saved = await off_loop(statefile.read, options.state_file)
             # No gzip copy exists before the web server starts: the first one has these counts.
             restored = self.stats.restore(saved, statefile.url_key)
             if saved:
-                log.info("restored counts of %d endpoints from %s", restored, settings.state_file)
+                log.info("restored counts of %d endpoints from %s", restored, options.state_file)
         await self.prober.warm_up()
         tasks: list[asyncio.Task[None]] = []
         if web is not None:
             tasks.append(loop.create_task(web(self.stop)))
         tasks.append(loop.create_task(self._watch_config()))
-        if settings.run_duration is not None:
-            loop.call_later(settings.run_duration, self.stop.set)
+        if options.run_duration is not None:
+            loop.call_later(options.run_duration, self.stop.set)
         # Start-up garbage is permanent; keep the collector from rescanning it every cycle.
         gc.collect()
         gc.freeze()
         try:
-            await self.scheduler.run(self.stop, max_cycles=1 if settings.once else None,
-                                     spread=not settings.once)
+            await self.scheduler.run(self.stop, max_cycles=1 if options.once else None,
+                                     spread=not options.once)
         finally:
             self.stop.set()
             await self._shutdown(tasks)
-        if settings.once:
+        if options.once:
             return 0 if self.all_up() else 1
         self.print_report()
         return 0
@@ -293,7 +303,7 @@ class Exporter:
             await self.demo.stop()
         if self._state_write is not None:
             await asyncio.wait([self._state_write], timeout=2.0)
-        if self.settings.state_file is not None:
+        if self.options.state_file is not None:
             await self._write_state(statefile.snapshot(self.stats))
 
     def _capture_signals(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -314,5 +324,5 @@ class Exporter:
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_stop)
-        if not self.settings.once:
+        if not self.options.once:
             loop.add_signal_handler(signal.SIGHUP, on_hup)

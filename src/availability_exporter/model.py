@@ -1,12 +1,15 @@
-"""The vocabulary every layer shares: probe states, failure reasons, phases, one probe's result.
+"""The vocabulary every layer shares: an endpoint to probe, probe states, failure reasons,
+phases, one probe's result.
 
 It imports nothing from the package, so any module may import it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
+
+import httpx
 
 
 class State(StrEnum):
@@ -36,3 +39,43 @@ class ProbeResult:
     cert_not_after: float | None
     error: str | None
     redirects: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TlsOptions:
+    """An endpoint's own TLS material: a private CA, a client certificate, another name."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    server_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One validated endpoint with every default resolved."""
+
+    name: str
+    url: str
+    display_url: str
+    domain: str
+    method: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes | None
+    timeout: float
+    latency_threshold: float
+    follow_redirects: bool
+    verify_tls: bool
+    line: int
+    # The URL to request, parsed once by httpx; it keeps any userinfo, which httpx turns into
+    # basic auth (``url`` is the same without it).
+    request: httpx.URL = field(repr=False)
+    secrets: tuple[str, ...] = field(default=(), repr=False)
+    http2: bool = False
+    proxy: str | None = field(default=None, repr=False)
+    tls: TlsOptions | None = None
+    ip_family: str = "any"
+
+    @property
+    def is_https(self) -> bool:
+        return self.request.scheme == "https"

@@ -35,8 +35,8 @@ from typing import Any
 import httpx
 
 from availability_exporter import http1
-from availability_exporter.config import Endpoint, TlsOptions, parse_url, redact
-from availability_exporter.model import ProbeResult, State
+from availability_exporter.config import parse_url, redact
+from availability_exporter.model import Endpoint, ProbeResult, State, TlsOptions
 from availability_exporter.transport import ROUTE, ProbeTransport, Route
 
 MAX_REDIRECTS = 10

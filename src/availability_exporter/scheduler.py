@@ -22,8 +22,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from availability_exporter.config import Endpoint
-from availability_exporter.model import ProbeResult
+from availability_exporter.model import Endpoint, ProbeResult
 from availability_exporter.stats import BUCKETS, EndpointStats, Stats
 
 log = logging.getLogger(__name__)

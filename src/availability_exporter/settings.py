@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from availability_exporter import __version__
-from availability_exporter.config import DEFAULT_LATENCY_THRESHOLD, default_timeout
+from availability_exporter.config import DEFAULT_LATENCY_THRESHOLD, Defaults, default_timeout
+from availability_exporter.daemon import Options
 
 ENV_PREFIX = "AVAILABILITY_EXPORTER_"
 DEFAULT_PORT = 10199
@@ -49,27 +50,25 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
     demo: bool = False
+    # The text flags above, parsed once by the validators below.
+    _shard: tuple[int, int] = PrivateAttr((0, 1))
+    _listen: tuple[str, int] = PrivateAttr(("0.0.0.0", DEFAULT_PORT))
 
     @field_validator("log_level", "log_format", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
 
-    @field_validator("shard")
-    @classmethod
-    def _shard(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_shard(value)
-        return value
-
-    @field_validator("web_listen_address")
-    @classmethod
-    def _address(cls, value: str) -> str:
-        parse_listen_address(value)
-        return value
-
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
+        errors: list[str] = []
+        for parse in (self._parse_shard, self._parse_listen):
+            try:
+                parse()
+            except ValueError as exc:
+                errors.append(str(exc))
+        if errors:
+            raise ValueError("\n".join(errors))
         if self.probe_timeout is not None and self.probe_timeout >= self.probe_interval:
             raise ValueError(
                 f"--probe.timeout ({self.probe_timeout:g}s) must be shorter than "
@@ -80,6 +79,33 @@ class Settings(BaseSettings):
         if self.config is not None and self.demo:
             raise ValueError("pass either CONFIG or --demo, not both")
         return self
+
+    def _parse_shard(self) -> None:
+        if self.shard is not None:
+            self._shard = parse_shard(self.shard)
+
+    def _parse_listen(self) -> None:
+        self._listen = parse_listen_address(self.web_listen_address)
+
+    @property
+    def listen_address(self) -> tuple[str, int]:
+        """``--web.listen-address`` as (host, port)."""
+        return self._listen
+
+    def options(self) -> Options:
+        """What the daemon runs with, from these settings."""
+        return Options(
+            config=self.config,
+            demo=self.demo,
+            defaults=Defaults(interval=self.probe_interval, timeout=self.timeout,
+                              latency_threshold=self.probe_latency_threshold),
+            concurrency=self.probe_concurrency,
+            keep_alive=self.probe_keep_alive,
+            shard=self._shard,
+            state_file=self.state_file,
+            run_duration=self.run_duration,
+            once=self.once,
+        )
 
     @property
     def timeout(self) -> float:

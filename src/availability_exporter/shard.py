@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Iterable
 from typing import TypeVar
 
-from availability_exporter.config import Endpoint
+from availability_exporter.model import Endpoint
 
 T = TypeVar("T", bound=Endpoint)
 

@@ -12,8 +12,7 @@ import struct
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from availability_exporter.config import Endpoint
-from availability_exporter.model import REASONS, STATES, ProbeResult, State
+from availability_exporter.model import REASONS, STATES, Endpoint, ProbeResult, State
 
 HISTORY = 20
 BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import httpx
 
-from availability_exporter.config import Defaults, Endpoint, parse_config
-from availability_exporter.model import State
+from availability_exporter.config import Defaults, parse_config
+from availability_exporter.model import Endpoint, State
 from availability_exporter.probe import Prober
 from tests.differential.cases import Case, Verdict
 from tests.differential.server import ScriptServer, Then
