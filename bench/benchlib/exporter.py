@@ -256,12 +256,13 @@ class CycleWatcher:
     ``availability_probe_duration_seconds_sum`` between two such scrapes is exactly that
     probe's duration as the exporter measured it.
 
-    A gzip scrape (the one made here, as Prometheus does) serves the per-endpoint series as
-    compressed after the last completed cycle (``metrics.GzipSnapshot``), and the daemon prints
-    a report line only once that copy is rebuilt, so the first scrape normally shows the cycle.
-    As a guard (a daemon that reported first would silently lose a cycle's samples),
-    :meth:`observe` scrapes again, every FRESH_RETRY s for at most FRESH_WAIT s, until every
-    endpoint's probe count shows the cycle, and says so when it gave up.
+    A gzip scrape (the one made here, as Prometheus does) serves the per-endpoint series from
+    the last complete compressed copy (``snapshot.GzipSnapshot``), which the daemon rebuilds
+    after it printed the cycle's report line; a scrape right after the report may still show
+    the cycle before.  So :meth:`observe` scrapes again, every FRESH_RETRY s for at most
+    FRESH_WAIT s, until every endpoint's probe count shows the cycle, and says so when it gave
+    up.  (A plain scrape would be live, but 33 MB rendered per cycle would weigh on the very
+    process being measured.)
     """
 
     def __init__(self, daemon: Daemon) -> None:
