@@ -9,7 +9,6 @@ paths mapped into a temporary directory, and then runs the installed
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import re
@@ -19,7 +18,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import tomllib
 import urllib.error
@@ -29,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from tests.targets import Targets
 
 REPO = Path(__file__).resolve().parent.parent
 DOCKERFILE = REPO / "Dockerfile"
@@ -271,30 +271,11 @@ def test_dockerignore_keeps_copies_and_drops_the_rest(
 # --- the slow replay of the image build --------------------------------------
 
 
-class _OkHandler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = b"ok\n"
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def ok_server() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _OkHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    """The local target server's URL that answers 200."""
+    with Targets() as targets:
+        yield targets.url("/ok")
 
 
 def _free_port() -> int:
