@@ -128,6 +128,44 @@ HUGE_URLS = st.builds(lambda prefix, huge: prefix + huge,
                       st.sampled_from(["http://", "http://h/", "https://h:1/?q=", "http://u:"]),
                       HUGE)
 
+# Regexes, JMESPath and cron expressions that go wrong in their own ways.
+PATTERNS = st.one_of(ODD_TEXT, st.sampled_from([
+    "(", "[", "a{99999999999}", "(?P<x>a)(?P<x>b)", "\\", "(a+)+$", "$.status", "a[",
+    "checks[?name=='db'].status | [0]", "length(@)", "`{}`", "@", "*", "foo.\"bar\"",
+]))
+CRONS = st.one_of(ODD_TEXT, st.sampled_from([
+    "0 2 * * 0", "61 2 * * 0", "* * * *", "0 0 31 2 *", "@daily", "@reboot", "*/0 * * * *",
+    "0 2 * * 8", "0 0 0 0 0", "1-99999999 * * * *", "0 2 * * sun", "0 0 29 2 *",
+]))
+EXPECT_VALUES: dict[str, st.SearchStrategy[Any]] = {
+    "status": st.one_of(st.lists(st.one_of(st.integers(0, 700), st.sampled_from(
+        ["2xx", "3XX", "6xx", "xx", "200"])), max_size=4), VALUES),
+    "body_contains": st.one_of(ODD_TEXT, st.lists(ODD_TEXT, max_size=3), VALUES),
+    "body_not_contains": st.one_of(ODD_TEXT, VALUES),
+    "body_regex": st.one_of(PATTERNS, st.lists(PATTERNS, max_size=3), VALUES),
+    "body_not_regex": st.one_of(PATTERNS, VALUES),
+    "json": st.one_of(st.lists(st.fixed_dictionaries({}, optional={
+        "path": st.one_of(PATTERNS, VALUES), "equals": VALUES,
+        "matches": st.one_of(PATTERNS, VALUES), "exists": st.one_of(st.booleans(), VALUES),
+        "other": VALUES}), max_size=3), VALUES),
+    "headers": st.one_of(st.dictionaries(ODD_TEXT, st.one_of(PATTERNS, VALUES), max_size=3),
+                         VALUES),
+    "max_body_bytes": st.one_of(st.integers(), st.floats(), VALUES),
+    "bogus": VALUES,
+}
+WINDOW_VALUES: dict[str, st.SearchStrategy[Any]] = {
+    "cron": st.one_of(CRONS, VALUES),
+    "duration": st.one_of(st.floats(), st.integers(), VALUES),
+    "time_zone": st.one_of(st.sampled_from(["UTC", "Europe/Berlin", "Mars/Olympus", "",
+                                            "../etc/passwd", "/etc/localtime", "utc"]),
+                           ODD_TEXT, VALUES),
+    "start": st.one_of(st.sampled_from(["2026-01-01T00:00:00Z", "2026-01-01", "tomorrow",
+                                        "2026-13-01T00:00:00"]), ODD_TEXT, VALUES),
+    "end": st.one_of(st.sampled_from(["2026-01-02T00:00:00+01:00", "9999-12-31T23:59:59"]),
+                     ODD_TEXT, VALUES),
+    "every": VALUES,
+}
+
 ENDPOINT_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "name": st.one_of(ODD_TEXT, VALUES, HUGE),
     "url": st.one_of(URLS, VALUES, HUGE_URLS),
@@ -148,6 +186,12 @@ ENDPOINT_VALUES: dict[str, st.SearchStrategy[Any]] = {
                         st.one_of(ODD_TEXT, VALUES, st.just("/dev/null")), max_size=4),
         VALUES),
     "ip_family": st.one_of(st.sampled_from(["any", "ipv4", "ipv6", "IPv4", ""]), VALUES),
+    "redirect_keep_headers": st.one_of(st.booleans(), VALUES),
+    "expect": st.one_of(st.fixed_dictionaries({}, optional=EXPECT_VALUES), VALUES),
+    "maintenance": st.one_of(
+        st.lists(st.one_of(st.fixed_dictionaries({}, optional=WINDOW_VALUES), VALUES),
+                 max_size=3),
+        VALUES),
 }
 
 

@@ -93,7 +93,9 @@ PER_ENDPOINT: dict[str, tuple[str, str | None]] = {
     # family -> (type, the extra label)
     "availability_endpoint_up": ("gauge", None),
     "availability_endpoint_state": ("gauge", "state"),
+    "availability_endpoint_maintenance": ("gauge", None),
     "availability_probes_total": ("counter", "result"),
+    "availability_maintenance_probes_total": ("counter", None),
     "availability_probe_failures_total": ("counter", "reason"),
     "availability_probe_duration_seconds": ("histogram", "le"),
     "availability_probe_phase_duration_seconds": ("gauge", "phase"),

@@ -17,12 +17,12 @@ import re
 import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, quote_plus, unquote, urlsplit
 
 import httpx
 import yaml
 
-from availability_exporter import yamlnodes
+from availability_exporter import checks, maintenance, yamlnodes
 from availability_exporter.model import Endpoint, TlsOptions
 
 try:  # The C loader parses a 10,000-endpoint file several times faster.
@@ -47,6 +47,9 @@ OPTIONAL_KEYS = (
     "proxy",
     "tls",
     "ip_family",
+    "expect",
+    "maintenance",
+    "redirect_keep_headers",
 )
 TLS_KEYS = ("ca_file", "cert_file", "key_file", "server_name")
 IP_FAMILIES = ("any", "ipv4", "ipv6")
@@ -115,11 +118,90 @@ def without_userinfo(url: httpx.URL) -> str:
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
-    """Replace every secret in ``text`` so it can be logged or shown."""
+    """Replace every secret in ``text`` so it can be logged or shown.
+
+    A target that echoes the request can hand a secret back encoded or cut short, so each
+    secret is also looked for percent-encoded (any hex case, ``+`` for spaces), base64-encoded
+    (standard and URL-safe, at each of the three alignments it can take inside a longer
+    base64 text, as in ``Basic dXNlcjpwYXNz``), and as a prefix of 8 or more characters of any
+    of those forms.  A secret shorter than 4 characters (and each of its forms) is replaced
+    only where it stands alone, with no letter or digit next to it: replacing "ab" everywhere
+    would garble ordinary words.  So such a secret inside a longer base64 text is not found;
+    config errors never quote expanded ${VAR} values for that reason.
+    """
+    spans: list[tuple[int, int]] = []
+    # Lower-cased character by character, so that offsets in ``folded`` are offsets in ``text``.
+    folded = "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
     for secret in secrets:
-        if len(secret) >= _MIN_SECRET_LEN:
-            text = text.replace(secret, "<redacted>")
-    return text
+        if not secret:
+            continue
+        for form, case_blind in _secret_forms(secret):
+            if len(secret) < _MIN_SECRET_LEN:
+                pattern = rf"(?<![0-9A-Za-z]){re.escape(form)}(?![0-9A-Za-z])"
+                flags = re.IGNORECASE if case_blind else 0
+                spans += [m.span() for m in re.finditer(pattern, text, flags)]
+                continue
+            spans += _occurrences(folded if case_blind else text,
+                                  form.lower() if case_blind else form)
+    if not spans:
+        return text
+    spans.sort()
+    out: list[str] = []
+    end = 0
+    for start, stop in spans:
+        if start >= end:
+            out.append(text[end:start])
+            out.append("<redacted>")
+            end = stop
+        else:
+            end = max(end, stop)
+    out.append(text[end:])
+    return "".join(out)
+
+
+# A prefix this long of a secret (or of one of its encodings) is redacted where it appears.
+_MIN_PREFIX = 8
+
+
+def _secret_forms(secret: str) -> list[tuple[str, bool]]:
+    """The forms a secret can take in an echo: (text, compare ignoring case)."""
+    raw = secret.encode("utf-8")
+    forms = [(secret, False)]
+    # Percent-encoding: its hex digits may come back in either case (compared case-blind).
+    forms += [(quote(secret, safe=""), True), (quote(secret), True), (quote_plus(secret), True)]
+    for shift in range(3):
+        for encode in (base64.b64encode, base64.urlsafe_b64encode):
+            encoded = encode(b"\0" * shift + raw).decode("ascii")
+            # Characters mixing in bits of the neighbours differ from echo to echo: drop them.
+            start = (4 * shift + 2) // 3
+            stop = len(encoded.rstrip("=")) - (1 if (shift + len(raw)) % 3 else 0)
+            core = encoded[start:stop]
+            if shift == 0:
+                forms.append((encoded, False))
+            if len(core) >= _MIN_PREFIX:
+                forms.append((core, False))
+    return forms
+
+
+def _occurrences(text: str, form: str) -> list[tuple[int, int]]:
+    """Where ``form`` appears in ``text``, whole or cut to a prefix of 8 or more characters."""
+    if len(form) < _MIN_PREFIX:
+        found: list[tuple[int, int]] = []
+        at = text.find(form)
+        while at >= 0 and len(found) < 10_000:
+            found.append((at, at + len(form)))
+            at = text.find(form, at + len(form))
+        return found
+    head = form[:_MIN_PREFIX]
+    found = []
+    at = text.find(head)
+    while at >= 0 and len(found) < 10_000:
+        stop = at + _MIN_PREFIX
+        while stop < len(text) and stop - at < len(form) and text[stop] == form[stop - at]:
+            stop += 1
+        found.append((at, stop))
+        at = text.find(head, stop)
+    return found
 
 
 def load_config(path: str | os.PathLike[str], defaults: Defaults | None = None) -> Config:
@@ -168,8 +250,10 @@ def parse_config(data: bytes, source: str, defaults: Defaults) -> Config:
     endpoints: list[Endpoint] = []
     first_line: dict[str, int] = {}
     tls_checked: dict[tuple[str | None, str | None, str | None], str | None] = {}
+    windows: dict[int, maintenance.Window | None] = {}  # anchored windows, compiled once
     for index, item in enumerate(root.value, start=1):
         builder = _EndpointBuilder(source, index, item, defaults, tls_checked)
+        builder.windows = windows
         endpoint = builder.build()
         problems.extend(builder.problems)
         if endpoint is None:
@@ -203,6 +287,7 @@ class _EndpointBuilder:
         self.label = f"endpoint #{index}"
         self.problems: list[str] = []
         self.secrets: list[str] = []
+        self.windows: dict[int, maintenance.Window | None] = {}
 
     def problem(self, node: yaml.Node, message: str) -> None:
         self.problems.append(f"{self.source}:{yamlnodes.line(node)}: {self.label}: {message}")
@@ -248,9 +333,19 @@ class _EndpointBuilder:
         follow = self._bool(fields.get("follow_redirects"), "follow_redirects", True)
         verify = self._bool(fields.get("verify_tls"), "verify_tls", True)
         http2 = self._bool(fields.get("http2"), "http2", False)
+        keep_headers = self._bool(
+            fields.get("redirect_keep_headers"), "redirect_keep_headers", False,
+        )
         proxy = self._proxy(fields.get("proxy"))
         tls = self._tls(fields.get("tls"))
         ip_family = self._ip_family(fields.get("ip_family"))
+        expect_node = fields.get("expect")
+        expect = checks.compile_expect(expect_node, self.problem) if expect_node else None
+        windows_node = fields.get("maintenance")
+        windows = (
+            maintenance.compile_windows(windows_node, self.problem, self.windows)
+            if windows_node else None
+        )
         if url is not None and ip_family != "any":
             self._check_family(fields["ip_family"], url[1], ip_family)
         if timeout is not None and timeout >= self.defaults.interval:
@@ -289,6 +384,9 @@ class _EndpointBuilder:
             proxy=proxy,
             tls=tls,
             ip_family=ip_family,
+            expect=expect,
+            maintenance=windows,
+            redirect_keep_headers=keep_headers,
         )
 
     def _scalar_text(self, node: yaml.Node, what: str) -> str | None:
@@ -355,8 +453,17 @@ class _EndpointBuilder:
         try:
             return expanded, parse_url(expanded)
         except (ValueError, httpx.InvalidURL) as exc:
-            message = redact(str(exc), self.secrets)
-            self.problem(node, f"url {yamlnodes.short(_safe_url(text))!r} is invalid: {message}")
+            # The parser's message quotes the expanded text (httpx: "Invalid port: '1x'"), and
+            # a ${VAR} value can be as short as one character, too short to redact reliably
+            # from free text.  So it is shown only when the URL had no ${VAR}; otherwise the
+            # URL as written (references unexpanded) must do to find the mistake.
+            shown = yamlnodes.short(_safe_url(text))
+            if expanded == text.strip():
+                message = f"is invalid: {redact(str(exc), self.secrets)}"
+            else:
+                message = ("is invalid once its ${VAR} references are expanded (the parser's "
+                           "message is not shown: it would quote their values)")
+            self.problem(node, f"url {shown!r} {message}")
             return None
 
     def _proxy(self, node: yaml.Node | None) -> str | None:
@@ -530,15 +637,25 @@ class _EndpointBuilder:
 
 
 def _safe_url(url: str) -> str:
-    """The URL as written, with any password hidden (``${VAR}`` stays unexpanded)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
+    """The URL as written, with any password hidden (``${VAR}`` stays unexpanded).
+
+    Done on the text, not through a URL parser, so a URL that fails to parse (a bad port,
+    an unclosed ``[``, no scheme at all) is masked too: the authority runs from after
+    ``scheme://`` (or from the start) to the first ``/``, ``?`` or ``#``; the userinfo is what
+    precedes its last ``@``; the password is what follows the userinfo's first ``:``.
+    """
+    begin = url.find("://")
+    begin = 0 if begin < 0 else begin + 3
+    end = len(url)
+    for stop in "/?#":
+        found = url.find(stop, begin)
+        if 0 <= found < end:
+            end = found
+    at = url.rfind("@", begin, end)
+    colon = url.find(":", begin, at)
+    if at < 0 or colon < 0 or colon + 1 == at:
         return url
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":xxxxx@", 1)
-        return parts._replace(netloc=netloc).geturl()
-    return url
+    return f"{url[:colon + 1]}xxxxx{url[at:]}"
 
 
 

@@ -29,7 +29,7 @@ from prometheus_client.openmetrics import exposition as om_exposition
 from prometheus_client.registry import Collector
 
 from availability_exporter import __version__
-from availability_exporter.model import PHASES, REASONS, STATES, State
+from availability_exporter.model import EXPORTER_REASON, PHASES, REASONS, STATES, State
 from availability_exporter.stats import BUCKETS, EndpointStats, Stats
 from availability_exporter.status import StatusView
 
@@ -106,6 +106,14 @@ def _probes(name: str, stats: EndpointStats, labels: str) -> str:
     )
 
 
+def _maintenance_probes(name: str, stats: EndpointStats, labels: str) -> str:
+    return f"{name}{{{labels}}} {stats.maintenance}.0\n"
+
+
+def _in_maintenance(name: str, stats: EndpointStats, labels: str) -> str:
+    return f"{name}{{{labels}}} {1 if stats.in_maintenance else 0}.0\n"
+
+
 def _failures(name: str, stats: EndpointStats, labels: str) -> str:
     return "".join(
         f'{name}{{{labels},reason="{reason}"}} {count}.0\n'
@@ -164,10 +172,19 @@ FAMILIES: tuple[EndpointFamily, ...] = (
         "availability_endpoint_state", "gauge",
         "1 on the endpoint's current state (up, degraded, down), 0 on the others.", _state),
     EndpointFamily(
-        "availability_probes_total", "counter", "Probes by result (up, degraded, down).",
-        _probes),
+        "availability_endpoint_maintenance", "gauge",
+        "1 if the last probe ran inside one of the endpoint's maintenance windows, else 0.",
+        _in_maintenance),
     EndpointFamily(
-        "availability_probe_failures_total", "counter", "Probes that were not up, by reason.",
+        "availability_probes_total", "counter",
+        "Probes by result (up, degraded, down), outside maintenance windows.", _probes),
+    EndpointFamily(
+        "availability_maintenance_probes_total", "counter",
+        "Probes that ran inside a maintenance window (counted here instead of in "
+        "availability_probes_total).", _maintenance_probes),
+    EndpointFamily(
+        "availability_probe_failures_total", "counter",
+        "Probes that were not up, by reason, outside maintenance windows.",
         _failures),
     EndpointFamily(
         "availability_probe_duration_seconds", "histogram",
@@ -283,6 +300,14 @@ class ExporterCollector(Collector):
             "Ticks skipped because the process could not start them on time.",
             value=cycle.missed,
         )
+        errors = CounterMetricFamily(
+            "availability_exporter_probe_errors",
+            "Probes that failed on the exporter's own resources (file descriptors, socket "
+            "buffers, memory, local ports), by reason; never counted against the endpoint.",
+            labels=["reason"],
+        )
+        errors.add_metric([EXPORTER_REASON], status.stats.exporter_errors.get(EXPORTER_REASON, 0))
+        yield errors
         reload = status.reload_status()
         yield GaugeMetricFamily("availability_exporter_config_last_reload_successful",
                                 "1 if the last config load or reload succeeded, else 0.",

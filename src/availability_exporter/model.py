@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Protocol
 
 import httpx
 
@@ -21,8 +22,11 @@ class State(StrEnum):
 STATES: tuple[State, ...] = (State.UP, State.DEGRADED, State.DOWN)
 # The closed set of reasons a probe is not up (the `reason` label of the failure counter).
 REASONS: tuple[str, ...] = (
-    "slow", "status", "timeout", "dns", "connect", "tls", "protocol", "redirects",
+    "slow", "status", "timeout", "dns", "connect", "tls", "protocol", "redirects", "content",
 )
+# A probe that failed on the exporter's own resources (descriptors, buffers, memory, local
+# ports): not one of REASONS, since it is never counted against the endpoint.
+EXPORTER_REASON = "exporter"
 PHASES: tuple[str, ...] = ("connect", "tls", "request", "wait", "transfer")
 
 
@@ -39,6 +43,23 @@ class ProbeResult:
     cert_not_after: float | None
     error: str | None
     redirects: int = 0
+
+
+class ResponseChecks(Protocol):
+    """An endpoint's compiled ``expect:`` (``checks.Expect``): what a good answer looks like."""
+
+    @property
+    def needs_body(self) -> bool: ...
+
+    def status_ok(self, status: int) -> bool: ...
+
+    def failure(self, headers: httpx.Headers, body: bytes, body_bytes: int) -> str | None: ...
+
+
+class MaintenanceWindows(Protocol):
+    """An endpoint's compiled ``maintenance:`` (``maintenance.Windows``)."""
+
+    def active(self, when: float) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +96,11 @@ class Endpoint:
     proxy: str | None = field(default=None, repr=False)
     tls: TlsOptions | None = None
     ip_family: str = "any"
+    # `expect:` and `maintenance:`; None keeps the Fetch rule and counts every probe.
+    expect: ResponseChecks | None = field(default=None, compare=False)
+    maintenance: MaintenanceWindows | None = field(default=None, compare=False)
+    # Configured headers (and a 307/308 body) also go to another origin on a redirect.
+    redirect_keep_headers: bool = False
 
     @property
     def is_https(self) -> bool:

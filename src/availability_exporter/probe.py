@@ -3,7 +3,9 @@
 The request goes through one shared ``httpx.AsyncClient``: httpx builds it (method, headers,
 Host, the body byte for byte, basic auth from URL credentials) and builds every redirect
 request (``response.next_request``: relative and non-ASCII ``Location``, 303 and
-301/302-after-POST become GET, ``Authorization`` dropped on another origin).  Under it,
+301/302-after-POST become GET, ``Authorization`` dropped on another origin); on another
+origin the probe also drops every header from the endpoint's ``headers:`` and a 307/308 body
+(:meth:`Prober._leave_origin`), unless ``redirect_keep_headers: true``.  Under it,
 :class:`~availability_exporter.transport.ProbeTransport` carries the bytes and reports phases
 through the ``trace`` extension.  The probe follows at most 10 redirects itself, so each hop's
 body is drained by the transport instead of being buffered by httpx.
@@ -11,6 +13,8 @@ body is drained by the transport instead of being buffered by httpx.
 Every failure becomes a *reason* in exactly one place, :func:`classify`, most specific first:
 
     ProbeFailure (bad redirects)                   -> its own reason (redirects)
+    the exporter's own resources ran out (EMFILE,  -> exporter (never counted against the
+      ENFILE, ENOBUFS, ENOMEM, EADDRNOTAVAIL)         endpoint; see stats)
     TimeoutError / httpx.TimeoutException          -> timeout
     a socket.gaierror in the chain                 -> dns
     an ssl.SSLError in the chain                   -> tls
@@ -26,22 +30,24 @@ from __future__ import annotations
 import asyncio
 import calendar
 import contextlib
+import errno
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from http.cookiejar import Cookie, CookieJar, CookiePolicy
 from typing import Any
 
 import httpx
 
-from availability_exporter import http1
+from availability_exporter import checks, http1
 from availability_exporter.config import parse_url, redact
-from availability_exporter.model import Endpoint, ProbeResult, State, TlsOptions
-from availability_exporter.transport import ROUTE, ProbeTransport, Route
+from availability_exporter.model import EXPORTER_REASON, Endpoint, ProbeResult, State, TlsOptions
+from availability_exporter.transport import BODY_BYTES, ROUTE, ProbeTransport, Route
 
 MAX_REDIRECTS = 10
 # Body bytes a probe keeps for response checks; the rest is read to its end and dropped.
-BODY_CAP = 1024 * 1024
+BODY_CAP = checks.BODY_CAP
 USER_AGENT = "availability-exporter/0.1"
 _CONNECT, _TLS, _REQUEST, _WAIT, _TRANSFER = range(5)
 # httpcore's trace event names (our transport emits the same ones) -> the phase they start.
@@ -62,6 +68,11 @@ _PHASE_ENDS = frozenset((
     "http2.response_closed.started",
 ))
 _FAMILIES = {"any": socket.AF_UNSPEC, "ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
+# Errors that say this process or host ran out of something (descriptors, socket buffers,
+# memory, local ports), not that the endpoint failed: reason `exporter`.
+EXPORTER_ERRNOS = frozenset((
+    errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.EADDRNOTAVAIL,
+))
 
 
 class ProbeFailure(Exception):
@@ -112,18 +123,39 @@ class Phases:
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and its causes, outermost first.
+
+    An implicit ``__context__`` is followed only where no explicit cause was given and the
+    context was not suppressed (``raise ... from None``): it is whatever happened to be being
+    handled at the time, which can be unrelated (an ImportError caught around the whole run).
+    """
     seen: list[BaseException] = []
     current: BaseException | None = exc
     while current is not None and current not in seen and len(seen) < 10:
         seen.append(current)
-        current = current.__cause__ or current.__context__
+        if current.__cause__ is not None:
+            current = current.__cause__
+        elif current.__suppress_context__:
+            current = None
+        else:
+            current = current.__context__
     return seen
+
+
+def _exporter_error(chain: list[BaseException]) -> OSError | None:
+    """The error in ``chain`` saying the exporter ran out of a resource, if any."""
+    for e in chain:
+        if isinstance(e, OSError) and e.errno in EXPORTER_ERRNOS:
+            return e
+    return None
 
 
 def classify(exc: BaseException) -> str:
     """Translate an exception raised while probing into one reason, most specific first."""
     if isinstance(exc, ProbeFailure):
         return exc.reason
+    if _exporter_error(_chain(exc)) is not None:
+        return EXPORTER_REASON
     if isinstance(exc, TimeoutError | httpx.TimeoutException):
         return "timeout"
     if isinstance(exc, httpx.TooManyRedirects):
@@ -140,22 +172,45 @@ def classify(exc: BaseException) -> str:
     return "protocol"
 
 
-def judge(status: int, duration: float, threshold: float) -> tuple[State, str | None]:
-    """Classify a complete answer: up is 2xx within the threshold (exactly at it is up)."""
-    if not 200 <= status <= 299:
+def judge(
+    status: int, duration: float, threshold: float, *,
+    accepts: Callable[[int], bool] | None = None, content: str | None = None,
+) -> tuple[State, str | None]:
+    """Classify a complete answer: up is 2xx within the threshold (exactly at it is up).
+
+    With an ``expect:``, ``accepts`` says which statuses are good instead of 2xx, and
+    ``content`` is the failed check's message (the answer is then down, however fast).
+    """
+    if not (accepts(status) if accepts is not None else 200 <= status <= 299):
         return State.DOWN, "status"
+    if content is not None:
+        return State.DOWN, "content"
     if duration > threshold:
         return State.DEGRADED, "slow"
     return State.UP, None
 
 
 def describe(exc: BaseException) -> str:
-    """A one-line human message for an exception, with its most telling cause."""
-    for e in reversed(_chain(exc)):
+    """A one-line human message for an exception, with its most telling cause.
+
+    The most telling cause is the operating system's or TLS library's own error when there is
+    one (``ConnectionRefusedError: [Errno 111] ...``, an SSL verification failure), since the
+    wrappers above it repeat it or say less; otherwise the outermost exception with a message.
+    Never the deepest for its own sake: that can be an unrelated error that was being handled.
+    """
+    chain = _chain(exc)
+    exhausted = _exporter_error(chain)
+    if exhausted is not None:
+        return f"exporter out of resources: {type(exhausted).__name__}: {exhausted}"
+    for e in reversed(chain):
+        # An OSError without an errno is a wrapper (http1.ConnectError, a joined list).
+        telling = isinstance(e, ssl.SSLError) or (isinstance(e, OSError) and e.errno is not None)
+        if telling and str(e).strip():
+            return f"{type(e).__name__}: {str(e).strip()}"
+    for e in chain:
         text = str(e).strip()
         if text:
-            name = type(e).__name__
-            return f"{name}: {text}"
+            return f"{type(e).__name__}: {text}"
     return type(exc).__name__
 
 
@@ -267,6 +322,7 @@ class Prober:
             family=_FAMILIES[endpoint.ip_family],
             http2=endpoint.http2,
             proxy=endpoint.proxy,
+            keep=BODY_CAP if endpoint.expect is not None and endpoint.expect.needs_body else 0,
         )
 
     async def warm_up(self) -> None:
@@ -299,12 +355,14 @@ class Prober:
         phases = Phases()
         hops = 0
         status = 0
+        response: httpx.Response | None = None
         reason: str | None = None
         error: str | None = None
         start = time.perf_counter()
         try:
             async with asyncio.timeout(endpoint.timeout):
-                status, hops = await self._exchange(endpoint, phases)
+                response, hops = await self._exchange(endpoint, phases)
+                status = response.status_code
         except (Exception, TimeoutError) as exc:
             status = phases.status  # headers may have arrived before the failure
             reason = classify(exc)
@@ -318,8 +376,23 @@ class Prober:
         if reason == "tls" and endpoint.is_https and cert is None:
             cert = await self._unverified_cert(endpoint, start + endpoint.timeout)
         if reason is None:
-            state, reason = judge(status, duration, endpoint.latency_threshold)
-            if reason == "status":
+            expect = endpoint.expect
+            content = None
+            if expect is not None and response is not None and expect.status_ok(status):
+                body = response.content
+                size = response.extensions.get(BODY_BYTES, len(body))
+                failed = expect.failure(response.headers, body, size)
+                # A body may echo part of a secret ("Bearer <token>" sent, "<token>" shown).
+                parts = {p for v in endpoint.secrets for p in (v, *v.split())}
+                content = None if failed is None else redact(
+                    failed, sorted(parts, key=len, reverse=True))
+            state, reason = judge(
+                status, duration, endpoint.latency_threshold,
+                accepts=expect.status_ok if expect is not None else None, content=content,
+            )
+            if reason == "content":
+                error = content
+            elif reason == "status":
                 error = f"HTTP status {status}"
             elif reason == "slow":
                 error = (
@@ -341,8 +414,11 @@ class Prober:
             redirects=hops,
         )
 
-    async def _exchange(self, endpoint: Endpoint, phases: Phases) -> tuple[int, int]:
-        """Send the request and follow redirects, each body read to its end: (status, hops)."""
+    async def _exchange(
+        self, endpoint: Endpoint, phases: Phases,
+    ) -> tuple[httpx.Response, int]:
+        """Send the request and follow redirects, each body read to its end: (the final
+        response, hops)."""
         request = self.client.build_request(
             endpoint.method, endpoint.request,
             headers=[(k.encode("latin-1"), v.encode("utf-8")) for k, v in endpoint.headers],
@@ -362,11 +438,47 @@ class Prober:
             phases.status = response.status_code
             next_request = response.next_request
             if next_request is None or not endpoint.follow_redirects:
-                return response.status_code, hops
+                return response, hops
             if hops == MAX_REDIRECTS:
                 raise ProbeFailure("redirects", f"more than {MAX_REDIRECTS} redirects")
+            if not _same_origin(request.url, next_request.url):
+                next_request = self._leave_origin(endpoint, next_request,
+                                                  response.status_code)
             request = next_request
             hops += 1
+
+    def _leave_origin(
+        self, endpoint: Endpoint, request: httpx.Request, code: int,
+    ) -> httpx.Request:
+        """The next hop's request without what the endpoint's config meant for its own origin.
+
+        httpx drops only ``Authorization`` on another origin; an ``X-Api-Key`` or ``Cookie``
+        from ``headers:`` (often a ${VAR} secret) and a 307/308 body would follow.  Dropped
+        once, they stay dropped on later hops (each hop's request copies the previous one), even
+        back on the first origin: a redirect chain decides where a probe goes, not the config.
+        With ``redirect_keep_headers: true`` every configured header goes on, ``Authorization``
+        included (as curl's ``--location-trusted``); URL credentials never do.
+        """
+        headers = request.headers.copy()
+        if endpoint.redirect_keep_headers:
+            for name, value in endpoint.headers:
+                if name not in headers:
+                    headers[name] = value
+            return httpx.Request(request.method, request.url, headers=headers,
+                                 stream=request.stream, extensions=request.extensions)
+        for name, _ in endpoint.headers:
+            if name.lower() != "host":  # httpx set Host for the new URL
+                headers.pop(name, None)
+                default = self.client.headers.get(name)
+                if default is not None:  # e.g. a configured User-Agent: ours again
+                    headers[name] = default
+        stream = request.stream
+        if code in (307, 308) and endpoint.body is not None:
+            for name in ("Content-Length", "Content-Type", "Transfer-Encoding"):
+                headers.pop(name, None)
+            stream = httpx.ByteStream(b"")
+        return httpx.Request(request.method, request.url, headers=headers, stream=stream,
+                             extensions=request.extensions)
 
     async def _unverified_cert(self, endpoint: Endpoint, deadline: float) -> float | None:
         """Read the certificate a failing TLS server presents, without trusting it.
@@ -392,6 +504,14 @@ class Prober:
             return None
         connection.abort()
         return cert_not_after(phases.cert_der) if phases.cert_der else None
+
+
+def _same_origin(url: httpx.URL, other: httpx.URL) -> bool:
+    """Scheme, host and port all equal (an absent port is the scheme's default)."""
+    defaults = {"http": 80, "https": 443}
+    return (url.scheme, url.host, url.port or defaults.get(url.scheme)) == (
+        other.scheme, other.host, other.port or defaults.get(other.scheme)
+    )
 
 
 class _RejectAll(CookiePolicy):
