@@ -8,6 +8,7 @@ prometheus binary the live half skips, unless REQUIRE_PROMETHEUS=1 makes that a 
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
 import ssl
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 import trustme
+import yaml
 
 from tests.prometheus import StartPrometheus
 from tests.targets import ExporterProcess, Targets, wait_for
@@ -52,12 +54,31 @@ def load_dashboard() -> dict[str, Any]:
 
 
 def queries(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
-    """(panel title, PromQL) of every target of every panel."""
+    """(panel title, PromQL) of every target of every panel, and of every Prometheus
+    annotation (titled by its name)."""
     return [
         (panel["title"], target["expr"])
         for panel in dashboard["panels"]
         for target in panel.get("targets", [])
+    ] + annotation_queries(dashboard)
+
+
+def annotation_queries(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
+    return [
+        (annotation["name"], annotation["expr"])
+        for annotation in dashboard["annotations"]["list"]
+        if annotation.get("datasource", {}).get("type") == "prometheus"
     ]
+
+
+def test_maintenance_windows_are_an_annotation() -> None:
+    dashboard = load_dashboard()
+    (annotation,) = [a for a in dashboard["annotations"]["list"]
+                     if a["name"] == "Maintenance windows"]
+    assert annotation["enable"] is True
+    assert annotation["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+    assert "availability_endpoint_maintenance" in annotation["expr"]
+    assert set(annotation["tagKeys"].split(",")) == {"location", "domain", "endpoint"}
 
 
 def test_panels_are_placed_and_use_the_datasource_variable() -> None:
@@ -120,12 +141,18 @@ def test_every_panel_query_returns_data(tmp_path: Path,
     if not (ROOT / "src" / "availability_exporter" / "cli.py").exists():
         pytest.skip("the exporter's CLI is not there yet")
     config = tmp_path / "endpoints.yaml"
+    now = datetime.datetime.now(datetime.UTC)
+    window_start = (now - datetime.timedelta(hours=1)).isoformat()
+    window_end = (now + datetime.timedelta(hours=1)).isoformat()
     with Targets() as http, Targets(tls=tls_context()) as https:
         config.write_text(
             f"- name: ok\n  url: {http.url('/ok')}\n"
             f"- name: error\n  url: {http.url('/error')}\n"
             f"- name: slow\n  url: {http.url('/slow')}\n"
-            f"- name: tls\n  url: {https.url('/ok')}\n  verify_tls: false\n",
+            f"- name: tls\n  url: {https.url('/ok')}\n  verify_tls: false\n"
+            # Down, but inside a one-off maintenance window around now.
+            f"- name: maint\n  url: {http.url('/error?maint')}\n  maintenance:\n"
+            f"    - start: {window_start}\n      end: {window_end}\n",
             encoding="utf-8",
         )
         with ExporterProcess(config, "-f", "1") as exporter:
@@ -146,7 +173,10 @@ def test_every_panel_query_returns_data(tmp_path: Path,
             assert missing == [], "\n".join(missing)
 
             rules = [rule for group in prometheus.api("rules")["groups"] for rule in group["rules"]]
-            assert len(rules) == 34
+            # Every rule of the rule files loaded (counted from the files, so a new rule
+            # does not need this test changed).
+            assert len(rules) == sum(len(group["rules"]) for path in RULES
+                                     for group in yaml.safe_load(path.read_text())["groups"])
             assert [r["name"] for r in rules if r["health"] != "ok"] == []
 
             # The alert expressions match the exporter's real label sets.
@@ -161,5 +191,9 @@ def test_every_panel_query_returns_data(tmp_path: Path,
             alerts = wait_for(
                 "EndpointDown and EndpointDegraded to be pending", pending, timeout=30, interval=0.5
             )
-            assert not {endpoint for _, endpoint in alerts} & {"ok", "tls"}
+            assert not {endpoint for _, endpoint in alerts} & {"ok", "tls", "maint"}
+            # The maintenance annotation's query returns the window, and only it.
+            ((_, annotation),) = annotation_queries(load_dashboard())
+            found = prometheus.api("query", query=substitute(annotation))["result"]
+            assert [(r["metric"]["endpoint"], r["value"][1]) for r in found] == [("maint", "1")]
             assert ("EndpointDown", "slow") not in alerts  # slow is degraded, not down
