@@ -13,7 +13,7 @@ descriptors (/proc/PID/fd), and from /metrics the cycle lag, missed cycles, comp
 and every endpoint's probe count.  It prints the figures at the start, after the warm-up and
 at the end, then the verdicts, and exits 1 if any fails:
 
-- RSS growth <= 5 % from the end of the warm-up (when each endpoint's 20-result history is
+- RSS growth <= 5 % from the end of the warm-up (when each endpoint's 50-result history is
   full) to the end;
 - open fds flat: at the end within 2 of the warm-up figure;
 - cycle lag p99 <= 50 ms;
@@ -54,7 +54,7 @@ from tests.targets import (  # noqa: E402
     write_config,
 )
 
-HISTORY_CYCLES = 20  # stats.HISTORY: results kept per endpoint for its status page
+HISTORY_CYCLES = 50  # stats.HISTORY: results kept per endpoint for its status page
 RSS_GROWTH_LIMIT = 0.05
 FDS_SLACK = 2
 LAG_P99_LIMIT = 0.050

@@ -107,6 +107,6 @@ def test_status_page_in_a_real_browser(exporter: ExporterProcess, driver: Any,
     assert len(rows) == 2  # the header and the one cycle's result
     cells = [cell.text for cell in rows[1].find_elements(By.TAG_NAME, "td")]
     assert (cells[1], cells[2], cells[3], cells[-1]) == (
-        "down", "status", "500", "HTTP status 500")
+        "down", "status", "500", "the server answered 500 Internal Server Error")
     driver.save_screenshot(str(tmp_path / "endpoint.png"))
     assert (tmp_path / "endpoint.png").stat().st_size > 10_000

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from availability_exporter.model import State
-from availability_exporter.stats import Stats, percentage
+from availability_exporter.stats import HISTORY, Stats, percentage
 from tests.factories import endpoints, result
 
 PERCENTAGES = [
@@ -67,8 +69,62 @@ def test_history_is_bounded_and_buckets_count() -> None:
     (es,) = stats.apply(endpoints("http://x.example/"))
     for i in range(30):
         stats.record(es, result(State.UP, duration=0.5 if i % 2 else 0.7))
-    assert len(es.history) == 20
+    assert len(es.history) == 30
+    for _ in range(HISTORY):
+        stats.record(es, result(State.UP))
+    assert len(es.history) == HISTORY == 50
     bucket_half = 6  # BUCKETS index of 0.5: exactly 0.5 s falls in the le="0.5" bucket
     assert es.bucket_counts[bucket_half] == 15
     assert es.bucket_counts[bucket_half + 1] == 15
-    assert es.up == 30 and es.total == 30
+    assert es.up == 30 + HISTORY and es.total == 30 + HISTORY
+
+
+def test_history_keeps_each_result_packed() -> None:
+    stats = Stats()
+    (es,) = stats.apply(endpoints("https://x.example/"))
+    kept = [
+        replace(result(State.DOWN, reason="tls", status=0, duration=0.25, finished_at=1e9 + i),
+                cert_not_after=1_900_000_000.0, error=f"error {i % 3}")
+        for i in range(HISTORY + 7)
+    ]
+    for r in kept:
+        stats.record(es, r)
+    rebuilt = es.history.results()
+    assert len(rebuilt) == HISTORY
+    assert [r.finished_at for r in rebuilt] == [r.finished_at for r in kept[-HISTORY:]]
+    last = rebuilt[-1]
+    assert (last.state, last.reason, last.status_code, last.cert_not_after, last.error) == (
+        State.DOWN, "tls", 0, 1_900_000_000.0, f"error {(HISTORY + 6) % 3}")
+    assert last.duration == pytest.approx(0.25)
+    assert last.phases == pytest.approx(kept[-1].phases, rel=1e-6)
+    assert next(reversed(es.history)).finished_at == kept[-1].finished_at
+
+
+def test_since_is_when_the_current_state_began() -> None:
+    stats = Stats()
+    (es,) = stats.apply(endpoints("http://x.example/"))
+    assert es.since is None
+    for t, state in ((100.0, State.UP), (115.0, State.UP), (130.0, State.DOWN),
+                     (145.0, State.DOWN), (160.0, State.DEGRADED)):
+        stats.record(es, result(state, finished_at=t))
+        if t == 145.0:
+            assert es.since == 130.0
+    assert es.since == 160.0
+
+
+def test_recent_counts_the_last_hour_per_domain() -> None:
+    stats = Stats()
+    a, b = stats.apply(endpoints("http://x.example/a", "http://x.example/b"))
+    start = 1_800_000_000.0
+    assert stats.recent("x.example", start) == (0, 0, 0.0)
+    for minute in range(90):  # an hour and a half, two probes a minute, b down after 60 min
+        t = start + minute * 60
+        stats.record(a, result(State.UP, finished_at=t))
+        stats.record(b, result(State.UP if minute < 60 else State.DOWN, finished_at=t))
+    now = start + 89 * 60
+    up, total, span = stats.recent("x.example", now)
+    assert (total, span) == (120, 3600.0)
+    assert up == 60 + 30  # a always; b only in minutes 30-59 of the window
+    up, total, span = stats.recent("x.example", start + 10 * 60)  # while it filled
+    assert span == 600.0
+    assert stats.recent("nowhere.example", now) == (0, 0, 0.0)

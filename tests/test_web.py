@@ -319,8 +319,8 @@ def test_index_lists_every_endpoint_and_its_state(targets: Endpoints, tmp_path: 
                 assert f"/endpoint?name={quote(name, safe='')}" in page.links
             refresh = [m for m in page.metas if m.get("http-equiv") == "refresh"]
             assert len(refresh) == 1 and int(refresh[0]["content"] or "0") >= INTERVAL
-            domains = {row.cells[0]: row.cells[1] for row in page.tables[""]
-                       if row.cells and row.cells[0] in ("127.0.0.1", "localhost")}
+            domains = {row.attrs["data-domain"]: row.cells[1] for row in page.tables["domains"]
+                       if "data-domain" in row.attrs}
             assert domains == {"127.0.0.1": "33%", "localhost": "0%"}
         # The header really went out, so its absence from the page means something.
         sent = [r.headers for r in targets.server.seen if r.path == "/ok"]
@@ -348,7 +348,7 @@ def test_endpoint_page_shows_results_reasons_and_errors(targets: Endpoints,
             assert len(history) == 2
             # finished, state, reason, status, duration, five phases, message
             assert [(c[1], c[2], c[3], c[-1]) for c in history] == [
-                ("down", "status", "500", "HTTP status 500")] * 2
+                ("down", "status", "500", "the server answered 500 Internal Server Error")] * 2
 
             page = Page((await client.get("/endpoint", params={"name": "refused"})).text)
             last = page.tables["history"][1].cells
@@ -386,7 +386,8 @@ def test_pages_escape_names_errors_and_query_values(targets: Endpoints, tmp_path
                 await client.get("/endpoint", params={"name": MARKUP_NAME}),
                 await client.get("/endpoint", params={"name": "<i>" + MARKUP_NAME}),
             ]
-            assert [p.status_code for p in pages] == [200, 200, 200, 404]
+            # An unknown domain filter is refused (400), its value echoed, escaped.
+            assert [p.status_code for p in pages] == [200, 400, 200, 404]
             for response in pages:
                 assert "<img" not in response.text and "<i>" not in response.text
                 assert "&lt;img src=x onerror=&#39;alert(1)&#39;&gt; &#34;quoted&#34; &amp; co" \
@@ -396,7 +397,8 @@ def test_pages_escape_names_errors_and_query_values(targets: Endpoints, tmp_path
             assert page.endpoint_states() == {MARKUP_NAME: "down"}
             assert f"/endpoint?name={quote(MARKUP_NAME, safe='')}" in page.links
             history = Page(pages[2].text).tables["history"][1].cells
-            assert (history[1], history[-1]) == ("down", "HTTP status 500")
+            assert (history[1], history[-1]) == (
+                "down", "the server answered 500 Internal Server Error")
 
     run(body())
 

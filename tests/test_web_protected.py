@@ -92,3 +92,15 @@ def test_invalid_web_config_exits_2(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "bogus" in proc.stderr and "basic_auth_users" in proc.stderr
+
+
+@pytest.mark.parametrize("path", ["/api/v1/status", "/badge/endpoint/self.svg",
+                                  "/badge/domain/127.0.0.1.svg"])
+def test_api_and_badges_need_credentials(exporter: str, ca: trustme.CA, path: str) -> None:
+    with client(ca) as c:
+        refused = c.get(f"https://{exporter}{path}")
+        allowed = c.get(f"https://{exporter}{path}", auth=("prometheus", PASSWORD))
+    assert refused.status_code == 401
+    assert refused.headers["www-authenticate"].startswith("Basic")
+    assert "self" not in refused.text and "127.0.0.1" not in refused.text
+    assert allowed.status_code == 200

@@ -20,9 +20,18 @@ from urllib.parse import parse_qs
 import uvicorn
 from prometheus_client import CollectorRegistry
 
+from availability_exporter import api
+from availability_exporter.badges import CONTENT_TYPE as SVG
+from availability_exporter.badges import badge_for_path
 from availability_exporter.config import ConfigError
 from availability_exporter.metrics import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE, exposition
-from availability_exporter.pages import render_endpoint, render_index, render_unknown_endpoint
+from availability_exporter.overview import FilterError
+from availability_exporter.pages import (
+    index_pieces,
+    render_bad_query,
+    render_endpoint,
+    render_unknown_endpoint,
+)
 from availability_exporter.snapshot import GzipSnapshot
 from availability_exporter.status import StatusView
 
@@ -36,6 +45,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 Handler = Callable[[Scope, Send], Awaitable[None]]
 
 HTML = b"text/html; charset=utf-8"
+PAGE_SLICE = 32 * 1024  # characters of the status page sent before the loop gets a turn
 
 
 def accepts_gzip(accept_encoding: str) -> bool:
@@ -71,6 +81,7 @@ class App:
             "/metrics": (("GET", "HEAD"), self.metrics),
             "/": (("GET", "HEAD"), self.index),
             "/endpoint": (("GET", "HEAD"), self.endpoint),
+            "/api/v1/status": (("GET", "HEAD"), self.api_status),
             "/-/healthy": (("GET", "HEAD"), self.healthy),
             "/-/ready": (("GET", "HEAD"), self.ready),
             "/-/reload": (("POST", "PUT"), self.reload),
@@ -83,6 +94,8 @@ class App:
         if scope["type"] != "http":
             return
         route = self.routes.get(scope["path"])
+        if route is None and scope["path"].startswith("/badge/"):
+            route = (("GET", "HEAD"), self.badge)
         if route is None:
             await respond(send, 404, b"404 page not found\n")
             return
@@ -143,8 +156,30 @@ class App:
         await respond(send, 200, b"config reloaded\n")
 
     async def index(self, scope: Scope, send: Send) -> None:
-        page = render_index(self.status, _query(scope))
-        await respond(send, 200, page.encode(), content_type=HTML)
+        try:
+            pieces = index_pieces(self.status, _query(scope))
+        except FilterError as exc:
+            await respond(send, 400, render_bad_query(str(exc)).encode(), content_type=HTML)
+            return
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", HTML)]})
+        if scope["method"] == "HEAD":
+            await send({"type": "http.response.body", "body": b""})
+            return
+        # A page of 200 rows is ~1 MB of SVG; sent in ~32 KiB slices with the loop handed
+        # back to the probes between them, so rendering never holds the loop for long.
+        buffer: list[str] = []
+        size = 0
+        for piece in pieces:
+            buffer.append(piece)
+            size += len(piece)
+            if size >= PAGE_SLICE:
+                await send({"type": "http.response.body", "body": "".join(buffer).encode(),
+                            "more_body": True})
+                buffer.clear()
+                size = 0
+                await asyncio.sleep(0)
+        await send({"type": "http.response.body", "body": "".join(buffer).encode()})
 
     async def endpoint(self, scope: Scope, send: Send) -> None:
         name = (_query(scope).get("name") or [""])[0]
@@ -154,6 +189,37 @@ class App:
             return
         await respond(send, 200, render_endpoint(self.status, stats).encode(),
                       content_type=HTML)
+
+    async def api_status(self, scope: Scope, send: Send) -> None:
+        """``/api/v1/status`` (see ``api``): 200 with the status, 400 for a bad filter."""
+        try:
+            body = api.encode(api.status_document(self.status, _query(scope)))
+        except FilterError as exc:
+            await respond(send, 400, api.error_body(str(exc)), content_type=api.CONTENT_TYPE,
+                          headers=[(b"x-content-type-options", b"nosniff")])
+            return
+        await respond(send, 200, body, content_type=api.CONTENT_TYPE,
+                      headers=[(b"x-content-type-options", b"nosniff"),
+                               (b"cache-control", b"no-store")])
+
+    async def badge(self, scope: Scope, send: Send) -> None:
+        """``/badge/endpoint/{name}.svg`` and ``/badge/domain/{domain}.svg`` (see ``badges``);
+        cached for one probe interval, the time their answer can stay right."""
+        raw = scope.get("raw_path") or scope["path"].encode()
+        # Some servers leave the query on raw_path; a literal "?" ends the path.
+        path = raw.decode("latin-1").partition("?")[0]
+        badge = badge_for_path(self.status, path)
+        if badge is None:
+            await respond(send, 404, b"404 page not found\n")
+            return
+        max_age = max(1, int(self.status.probe_interval))
+        await respond(send, badge.status, badge.svg(), content_type=SVG, headers=[
+            (b"cache-control", f"max-age={max_age}".encode()),
+            (b"x-content-type-options", b"nosniff"),
+            # An SVG opened on its own is a document: it must not run or load anything.
+            (b"content-security-policy", b"default-src 'none'; style-src 'unsafe-inline'"),
+        ])
+
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:
