@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -250,3 +252,35 @@ def test_a_bad_anchored_window_is_reported_once() -> None:
     assert len(info.value.problems) == 1
     assert info.value.problems[0].startswith("t.yaml:4: endpoint 'a': maintenance[0].cron")
 
+
+
+@pytest.mark.parametrize("name", ["invalid-expect.yaml", "invalid-maintenance.yaml"])
+def test_config_check_reports_every_bad_check_and_window(name: str) -> None:
+    path = Path(__file__).parent / "testdata" / name
+    expected = [line.removeprefix("# expect: ").replace("{file}", str(path))
+                for line in path.read_text().splitlines() if line.startswith("# expect: ")]
+    run = subprocess.run([sys.executable, "-m", "availability_exporter", "--config.check",
+                          str(path)], capture_output=True, text=True, timeout=60, check=False)
+    assert run.returncode == 2
+    assert run.stderr.splitlines()[1:] == expected
+    assert "Traceback" not in run.stderr
+
+
+def test_config_check_accepts_both_sentences(tmp_path: Path) -> None:
+    config = tmp_path / "endpoints.yaml"
+    config.write_text("""\
+- name: orders health
+  url: https://orders.example.com/health
+  latency_threshold: 0.3
+  expect:
+    status: [200]
+    json:
+      - {path: $.status, equals: UP}
+- name: billing api
+  url: https://billing.example.com/api/health
+  maintenance:
+    - {cron: "0 2 * * 0", duration: 3600, time_zone: UTC}
+""")
+    run = subprocess.run([sys.executable, "-m", "availability_exporter", "--config.check",
+                          str(config)], capture_output=True, text=True, timeout=60, check=False)
+    assert (run.returncode, run.stderr) == (0, "")
