@@ -22,6 +22,8 @@ Every failure becomes a *reason* in exactly one place, :func:`classify`, most sp
     httpx.UnsupportedProtocol, httpx.InvalidURL    -> redirects (only a redirect can lead there)
     anything else (resets, malformed answers)      -> protocol
     a complete non-2xx answer                      -> status
+      (with ``expect.status``: a status it does not list)
+    a complete answer failing an ``expect`` check  -> content (checks.py; first 1 MiB)
     a complete 2xx answer over the threshold       -> slow
 """
 
