@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import ipaddress
 import re
 import socket
 import ssl
@@ -497,18 +496,26 @@ class Connection(asyncio.Protocol):
 RESOLVER_THREADS = 64
 _resolver: concurrent.futures.ThreadPoolExecutor | None = None
 
-FAMILIES: Final = {"any": socket.AF_UNSPEC, "ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
+
+def _literal_family(host: str) -> socket.AddressFamily | None:
+    """AF_INET or AF_INET6 when ``host`` is an IP address literal, else None.
+
+    inet_pton, in C: ``ipaddress.ip_address`` costs ~20 µs a call, a tenth of a probe.
+    """
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except OSError:
+            continue
+        return family
+    return None
 
 
 async def _resolve(loop: asyncio.AbstractEventLoop, host: str, port: int,
                    family: socket.AddressFamily) -> list[tuple[socket.AddressFamily, Any]]:
     """The addresses to try for ``host`` (of ``family`` only, unless AF_UNSPEC), in order."""
-    try:
-        literal = ipaddress.ip_address(host)
-    except ValueError:
-        pass
-    else:
-        found = socket.AF_INET6 if literal.version == 6 else socket.AF_INET
+    found = _literal_family(host)
+    if found is not None:
         if family not in (socket.AF_UNSPEC, found):
             raise socket.gaierror(socket.EAI_ADDRFAMILY,
                                   f"{host} is not an IPv{4 if found == socket.AF_INET6 else 6}"
