@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
+from urllib.parse import quote, quote_plus
 
 import pytest
 import trustme
@@ -12,10 +13,12 @@ import trustme
 from availability_exporter.config import (
     ConfigError,
     Defaults,
+    _safe_url,
     default_timeout,
     domain_of,
     load_config,
     parse_config,
+    redact,
 )
 
 TESTDATA = Path(__file__).parent / "testdata"
@@ -73,6 +76,7 @@ def test_sample_yaml_loads_like_the_exercise() -> None:
 def test_commented_example_loads(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PARTNER_TOKEN", "example-token")
     monkeypatch.setenv("PROXY_PASSWORD", "example-password")
+    monkeypatch.setenv("API_KEY", "example-api-key")
     # The example's TLS files, made here: the example points at /etc/availability-exporter.
     ca = trustme.CA()
     ca.cert_pem.write_to_path(str(tmp_path / "internal-ca.pem"))
@@ -88,6 +92,27 @@ def test_commented_example_loads(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     assert mtls.tls is not None and mtls.tls.server_name == "api.internal.example"
     edge = next(e for e in config.endpoints if e.http2)
     assert edge.ip_family == "ipv6" and "example-password" in edge.secrets
+    api = next(e for e in config.endpoints if ("X-Api-Key", "example-api-key") in e.headers)
+    assert api.redirect_keep_headers is False
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("true", True), ("false", False), (None, False),
+])
+def test_redirect_keep_headers(text: str | None, expected: bool) -> None:
+    extra = f"  redirect_keep_headers: {text}\n" if text is not None else ""
+    data = f"- name: a\n  url: http://127.0.0.1/\n{extra}".encode()
+    (endpoint,) = parse_config(data, "t.yaml", Defaults()).endpoints
+    assert endpoint.redirect_keep_headers is expected
+
+
+@pytest.mark.parametrize("text", ["'true'", "1", "yes please", "[]"])
+def test_redirect_keep_headers_is_a_strict_bool(text: str) -> None:
+    data = f"- name: a\n  url: http://127.0.0.1/\n  redirect_keep_headers: {text}\n".encode()
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data, "t.yaml", Defaults())
+    assert "t.yaml:3: endpoint 'a': redirect_keep_headers must be true or false" in str(
+        caught.value)
 
 
 def test_every_extension_and_scalar_coercion(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -177,3 +202,48 @@ DOMAINS = [
 @pytest.mark.parametrize(("url", "domain"), DOMAINS)
 def test_domain_of(url: str, domain: str) -> None:
     assert domain_of(url) == domain
+
+
+SECRET = "Zq9 s3cret/value+with@odd&chars-0042"
+
+
+@pytest.mark.parametrize("echo", [
+    SECRET,
+    SECRET[:8],
+    SECRET[:30] + "…",
+    quote(SECRET, safe=""),
+    quote(SECRET, safe="").lower(),
+    quote(SECRET)[:12],
+    quote_plus(SECRET),
+    base64.b64encode(SECRET.encode()).decode(),
+    base64.urlsafe_b64encode(SECRET.encode()).decode()[:10],
+    "Basic " + base64.b64encode(f"user:{SECRET}".encode()).decode(),
+    "Basic " + base64.b64encode(f"u:{SECRET}".encode()).decode(),
+    "Basic " + base64.b64encode(f"us:{SECRET}".encode()).decode(),
+])
+def test_redact_finds_encoded_and_cut_secrets(echo: str) -> None:
+    shown = redact(f"the target said: {echo} (end)", [SECRET])
+    assert shown.startswith("the target said: ") and shown.endswith(" (end)")
+    assert "<redacted>" in shown
+    for form in (SECRET, quote(SECRET, safe=""), base64.b64encode(SECRET.encode()).decode()):
+        assert form[:8] not in shown
+
+
+def test_redact_leaves_ordinary_text_and_short_secrets_only_as_tokens() -> None:
+    assert redact("nothing to hide here", [SECRET, ""]) == "nothing to hide here"
+    # A 7-character prefix is not enough to tell a secret from text.
+    assert redact(f"x {SECRET[:7]} y", [SECRET]) == f"x {SECRET[:7]} y"
+    assert redact("Invalid port: 'ab' in tab", ["ab"]) == "Invalid port: '<redacted>' in tab"
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("http://u:pw@h/", "http://u:xxxxx@h/"),
+    ("http://u:pw@h:99999/", "http://u:xxxxx@h:99999/"),
+    ("http://u:p@ss@[::1/x?q=a:b@c", "http://u:xxxxx@[::1/x?q=a:b@c"),
+    ("u:pw@host/x", "u:xxxxx@host/x"),
+    ("http://u:${PASSWORD}@h/", "http://u:xxxxx@h/"),
+    ("http://u@h/", "http://u@h/"),
+    ("http://h/x?a=b:c@d", "http://h/x?a=b:c@d"),
+])
+def test_safe_url_masks_passwords_in_any_url(url: str, shown: str) -> None:
+    assert _safe_url(url) == shown

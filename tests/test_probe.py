@@ -8,6 +8,7 @@ checked on the wire, whatever HTTP engine the prober uses.
 from __future__ import annotations
 
 import asyncio
+import base64
 import concurrent.futures
 import datetime
 import json
@@ -25,6 +26,7 @@ from availability_exporter.model import Endpoint, ProbeResult, State
 from availability_exporter.probe import (
     BODY_CAP,
     MAX_REDIRECTS,
+    USER_AGENT,
     Prober,
     cert_not_after,
     judge,
@@ -177,7 +179,77 @@ def test_authorization_is_dropped_on_cross_origin_redirect(server: AdversarialSe
     first, second = log.requests
     assert values(first, "authorization") == [b"Bearer t0ken"] and values(first, "x-a") == [b"1"]
     assert values(second, "host") == [f"localhost:{server.port}".encode()]
-    assert values(second, "authorization") == [] and values(second, "x-a") == [b"1"]
+    assert values(second, "authorization") == [] and values(second, "x-a") == []
+
+
+SECRET_HEADERS = {"X-Api-Key": "${PROBE_API_KEY}", "Cookie": "session=${PROBE_SESSION}",
+                  "User-Agent": "custom-agent/1", "X-Plain": "1"}
+
+
+@pytest.mark.parametrize("code", [302, 307, 308])
+def test_configured_headers_and_body_stay_with_their_origin(
+    server: AdversarialServer, monkeypatch: pytest.MonkeyPatch, code: int,
+) -> None:
+    # Issue 12 item 2: every header from `headers:` (not only Authorization) and a 307/308
+    # body stay on the origin they were configured for; Host is the new origin's own.
+    monkeypatch.setenv("PROBE_API_KEY", "k3y-s3cret-value")
+    monkeypatch.setenv("PROBE_SESSION", "c00kie-s3cret")
+    location = server.url("/ok", host="localhost")
+    with server.recording() as log:
+        result = probe_url(server.url(redirect_to(location, code)), method="POST",
+                           body='{"pin":"${PROBE_SESSION}"}', headers=SECRET_HEADERS)
+    assert (result.state, result.redirects) == (State.UP, 1)
+    first, second = log.requests
+    assert values(first, "x-api-key") == [b"k3y-s3cret-value"]
+    assert values(first, "cookie") == [b"session=c00kie-s3cret"]
+    assert first.body == b'{"pin":"c00kie-s3cret"}'
+    assert values(second, "host") == [f"localhost:{server.port}".encode()]
+    assert b"s3cret" not in second.head + second.body
+    for name in ("x-api-key", "cookie", "x-plain", "content-length", "content-type"):
+        assert values(second, name) == [], name
+    assert values(second, "user-agent") == [USER_AGENT.encode()]  # ours again, not theirs
+    assert (second.method, second.body) == (("POST", b"") if code != 302 else ("GET", b""))
+
+
+def test_redirect_keep_headers_sends_them_to_the_other_origin(
+    server: AdversarialServer, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PROBE_API_KEY", "k3y-s3cret-value")
+    monkeypatch.setenv("PROBE_SESSION", "c00kie-s3cret")
+    location = server.url("/ok", host="localhost")
+    with server.recording() as log:
+        result = probe_url(server.url(redirect_to(location, 307)), method="POST",
+                           body='{"a":1}', redirect_keep_headers=True,
+                           headers={**SECRET_HEADERS, "Authorization": "Bearer t0ken"})
+    assert (result.state, result.redirects) == (State.UP, 1)
+    _, second = log.requests
+    assert values(second, "x-api-key") == [b"k3y-s3cret-value"]
+    assert values(second, "cookie") == [b"session=c00kie-s3cret"]
+    assert values(second, "authorization") == [b"Bearer t0ken"]
+    assert values(second, "user-agent") == [b"custom-agent/1"]
+    assert (second.method, second.body, values(second, "content-length")) == (
+        "POST", b'{"a":1}', [b"7"])
+
+
+def test_headers_dropped_on_another_origin_stay_dropped_back_home(
+    server: AdversarialServer,
+) -> None:
+    back = redirect_to(server.url("/ok"), 307)
+    away = server.url(back, host="localhost")
+    with server.recording() as log:
+        result = probe_url(server.url(redirect_to(away, 307)), headers={"X-Api-Key": "k3y"})
+    assert (result.state, result.redirects) == (State.UP, 2)
+    assert [values(r, "x-api-key") for r in log.requests] == [[b"k3y"], [], []]
+
+
+def test_url_credentials_are_percent_decoded_on_the_wire(server: AdversarialServer) -> None:
+    # Issue 12 item 6: "p%40ss" is sent as "p@ss", as curl and httpx send it.
+    url = server.url("/ok").replace("http://", "http://us%3Aer:p%40ss@", 1)
+    with server.recording() as log:
+        result = probe_url(url)
+    assert result.state is State.UP
+    (request,) = log.requests
+    assert values(request, "authorization") == [b"Basic " + base64.b64encode(b"us:er:p@ss")]
 
 
 def test_authorization_is_kept_on_same_origin_redirect(server: AdversarialServer) -> None:

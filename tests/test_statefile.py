@@ -6,19 +6,24 @@ import json
 import logging
 import os
 import signal
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from availability_exporter import statefile
-from availability_exporter.model import REASONS
-from availability_exporter.stats import BUCKETS, SavedCounts
+from availability_exporter.config import Defaults, parse_config
+from availability_exporter.model import REASONS, Endpoint
+from availability_exporter.stats import BUCKETS, SavedCounts, Stats
+from tests.needs import binary
 from tests.targets import (
     ExporterProcess,
     Metrics,
     Targets,
     endpoint_names,
+    parse_metrics,
     probes_total,
     sample,
     write_config,
@@ -38,6 +43,11 @@ def counts(up: int, degraded: int = 0, down: int = 0) -> SavedCounts:
     buckets[0] = up + degraded + down
     return SavedCounts(up, degraded, down, tuple(failures), tuple(buckets),
                        0.001 * (up + degraded + down))
+
+
+def make_endpoint(name: str, url: str) -> Endpoint:
+    text = f"- name: {name}\n  url: '{url}'\n"
+    return parse_config(text.encode(), "t.yaml", Defaults()).endpoints[0]
 
 
 def good_document() -> dict[str, Any]:
@@ -306,4 +316,161 @@ def test_counts_survive_sigkill_and_restart(tmp_path: Path) -> None:
             third.send(signal.SIGTERM)
             assert third.wait() == 0
         final = json.loads(state.read_text())
-        assert {e["name"] for e in final["endpoints"]} == {"ok-1", "ok-2", "ok-3", "switch"}
+        current = [e for e in final["endpoints"] if "removed_at" not in e]
+        assert {e["name"] for e in current} == {"ok-1", "ok-2", "ok-3", "switch"}
+        # What left the config (and ok-3's old URL) stays 24 h, so an undo restores it.
+        removed = [e for e in final["endpoints"] if "removed_at" in e]
+        assert sorted(e["name"] for e in removed) == ["error", "ok-3"]
+
+
+# -- issue 12 item 6: size, values, salt, lock, removed endpoints ------------------------------
+
+
+def test_urls_are_hashed_with_a_per_file_salt(tmp_path: Path) -> None:
+    # A 6-digit ${PIN} in a URL must not be recoverable by hashing the million guesses.
+    stats = Stats()
+    stats.apply([make_endpoint("a", "http://a/?pin=123456")])
+    documents = []
+    for index in range(2):
+        state = statefile.StateFile(tmp_path / f"state-{index}.json")
+        state.restore(stats, statefile.load(state.path))
+        state.write(state.pending(stats))
+        documents.append(json.loads(state.path.read_text()))
+    salts = [d["salt"] for d in documents]
+    assert len(set(salts)) == 2 and all(len(s) == 32 for s in salts)
+    for document, salt in zip(documents, salts, strict=True):
+        (entry,) = document["endpoints"]
+        assert entry["url_sha256"] == statefile.url_key("http://a/?pin=123456", salt)
+        assert entry["url_sha256"] != statefile.url_key("http://a/?pin=123456")
+    # The salt is the file's own: a restart keeps it, so the counts come back.
+    state = statefile.StateFile(tmp_path / "state-0.json")
+    again = Stats()
+    again.apply([make_endpoint("a", "http://a/?pin=123456")])
+    assert state.restore(again, statefile.load(state.path)) == 1
+    assert state.salt == salts[0]
+
+
+def test_a_file_without_salt_still_restores_and_gets_one(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps(GOOD))  # written by a version without salts
+    stats = Stats()
+    stats.apply([make_endpoint("a", "http://a/")])
+    state = statefile.StateFile(path)
+    assert state.restore(stats, statefile.load(path)) == 1
+    assert stats.get("a") is not None and stats.get("a").up == 2  # type: ignore[union-attr]
+    state.write(state.pending(stats))
+    assert len(json.loads(path.read_text())["salt"]) == 32
+
+
+@pytest.mark.parametrize("kind", ["symlink to /dev/zero", "fifo", "over the size limit"])
+def test_a_file_too_big_or_not_regular_is_moved_aside_unread(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+    kind: str,
+) -> None:
+    path = tmp_path / "state.json"
+    if kind == "symlink to /dev/zero":
+        path.symlink_to("/dev/zero")
+        aside = "state.json.corrupt"
+    elif kind == "fifo":
+        os.mkfifo(path)  # no writer: a blocking open would hang here
+        aside = "state.json.corrupt"
+    else:
+        monkeypatch.setattr(statefile, "MAX_FILE_BYTES", 1000)
+        path.write_bytes(b" " * 1001)
+        aside = "state.json.too-large"
+    with caplog.at_level(logging.WARNING, logger="availability_exporter.statefile"):
+        assert statefile.read(path) == {}
+    assert not os.path.lexists(path) and os.path.lexists(tmp_path / aside)
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert aside in warning and "starting from zero" in warning
+    if kind == "over the size limit":
+        assert "is larger than the limit of 1000 bytes" in warning
+
+
+def test_the_real_size_limit_is_64_mib() -> None:
+    assert statefile.MAX_FILE_BYTES == 64 * 1024 * 1024
+
+
+def test_huge_counts_are_clamped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    huge = 10**400
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps(_broken(GOOD, up=huge, degraded=0, down=0, failures=[0] * len(
+        REASONS), buckets=[huge] + [0] * (SLOTS - 1), duration_sum=1e300)))
+    with caplog.at_level(logging.WARNING, logger="availability_exporter.statefile"):
+        saved = statefile.read(path)
+    (counts,) = saved.values()
+    assert counts.up == statefile.MAX_COUNT and counts.buckets[0] == statefile.MAX_COUNT
+    assert counts.duration_sum == statefile.MAX_COUNT
+    assert any("larger than" in r.getMessage() for r in caplog.records)
+
+
+def test_restored_huge_counts_still_make_a_scrape_promtool_accepts(tmp_path: Path) -> None:
+    promtool = binary("promtool")
+    huge = 10**400
+    with Targets() as targets:
+        url = targets.url("/ok")
+        config = write_config(tmp_path / "endpoints.yaml", [("a", url)])
+        document = good_document()
+        document["endpoints"][0].update(
+            url_sha256=statefile.url_key(url), up=huge, degraded=0, down=0,
+            failures=[0] * len(REASONS), buckets=[huge] + [0] * (SLOTS - 1))
+        state = tmp_path / "state.json"
+        state.write_text(json.dumps(document))
+        with ExporterProcess(config, "-f", INTERVAL, "--state.file", str(state)) as proc:
+            proc.wait_stderr("restored counts of 1 endpoints")
+            proc.wait_serving()
+            text = proc.get("/metrics").text
+            proc.send(signal.SIGTERM)
+            assert proc.wait() == 0
+    total = probes_total(parse_metrics(text), "a")
+    assert total is not None and statefile.MAX_COUNT <= total < statefile.MAX_COUNT + 100
+    result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert "error" not in (result.stdout + result.stderr).lower(), result.stdout + result.stderr
+
+
+def test_a_second_instance_on_the_same_state_file_exits_2(tmp_path: Path) -> None:
+    state = tmp_path / "state.json"
+    with Targets() as targets:
+        config = write_config(tmp_path / "endpoints.yaml", [("a", targets.url("/ok"))])
+        args = ("-f", INTERVAL, "--state.file", str(state))
+        with ExporterProcess(config, *args) as first:
+            first.wait_reports(1)
+            with ExporterProcess(config, *args) as second:
+                assert second.wait(timeout=60) == 2
+            assert "is in use by another process" in second.stderr, second.stderr
+            assert "Traceback" not in second.stderr
+            first.wait_reports(len(first.reports) + 1)  # the first goes on
+            first.send(signal.SIGTERM)
+            assert first.wait() == 0
+        # Released on exit: the next instance starts.
+        with ExporterProcess(config, *args) as third:
+            third.wait_reports(1)
+            third.send(signal.SIGTERM)
+            assert third.wait() == 0
+
+
+def test_removed_endpoints_are_kept_24_hours_for_an_undo(tmp_path: Path) -> None:
+    stats = Stats()
+    a, b = make_endpoint("a", "http://a/"), make_endpoint("b", "http://b/")
+    state = statefile.StateFile(tmp_path / "state.json")
+    state.restore(stats, statefile.Saved())
+    state.apply(stats, [a, b])
+    stats.restore({("b", state.key("http://b/")): counts(7, 1, 1)}, state.key)
+    state.apply(stats, [a])  # b removed: kept, and written
+    state.write(state.pending(stats))
+    assert [e["name"] for e in json.loads(state.path.read_text())["endpoints"]] == ["a", "b"]
+    # A restart in between keeps it too (the file says since when).
+    state = statefile.StateFile(state.path)
+    again = Stats()
+    state.apply(again, [a])
+    state.restore(again, statefile.load(state.path))
+    state.apply(again, [a, b])  # the undo
+    restored = again.get("b")
+    assert restored is not None and (restored.up, restored.degraded, restored.down) == (7, 1, 1)
+    # After 24 h it is gone.
+    state.apply(again, [a])
+    ((key, (saved, _)),) = state.retired.items()
+    state.retired[key] = (saved, time.time() - statefile.RETIRED_SECONDS - 1)
+    state.write(state.pending(again))
+    assert [e["name"] for e in json.loads(state.path.read_text())["endpoints"]] == ["a"]

@@ -13,6 +13,7 @@ import gc
 import hashlib
 import logging
 import os
+import resource
 import signal
 import sys
 import threading
@@ -93,6 +94,28 @@ async def off_loop(func: Callable[..., T], *args: Any) -> T:
     return await future
 
 
+# Descriptors kept for the probes beyond one per probe in flight: the state file, the config
+# reads, DNS threads, the listening socket, stdio and the interpreter's own.
+FD_HEADROOM = 64
+# Web connections are never capped below this, whatever the descriptor limit.
+MIN_WEB_CONNECTIONS = 16
+
+
+def web_connection_limit(wanted: int, concurrency: int) -> int:
+    """How many web connections may be open at once: ``wanted``, lowered so that the soft
+    RLIMIT_NOFILE keeps a descriptor for every probe in flight plus FD_HEADROOM.
+
+    Without this reserve, connections held open against the web port take the descriptors
+    the probes need, and every probe then fails (issue 12: 2,100 idle connections at a
+    2,048 limit made every endpoint look down).
+    """
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    spare = soft - concurrency - FD_HEADROOM
+    return max(MIN_WEB_CONNECTIONS, min(wanted, spare))
+
+
 @dataclass(frozen=True, slots=True)
 class Options:
     """What the daemon runs with: the flags, parsed and checked once (``Settings.options()``)."""
@@ -141,8 +164,12 @@ class Exporter:
         self.started = time.monotonic()
         self._seen_digest: str | None = None
         self._state_write: asyncio.Task[None] | None = None
+        self.state = (
+            statefile.StateFile(options.state_file) if options.state_file is not None else None
+        )
         self._reload_lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
+        self._exporter_errors_logged = 0
 
     # -- config -------------------------------------------------------------------------
 
@@ -156,7 +183,17 @@ class Exporter:
     def apply(self, config: Config) -> None:
         index, count = self.shard
         endpoints = shard.select(config.endpoints, index, count)
-        self.stats.apply(endpoints)
+        before = {(s.endpoint.name, s.endpoint.url) for s in self.stats}
+        removed = len(before - {(e.name, e.url) for e in endpoints})
+        if removed * 2 > len(before):
+            # Applied all the same (it may be meant), but a half-written or wrong file looks
+            # like this; with --state.file the removed counts are kept 24 h for an undo.
+            log.warning("the new config removes %d of the %d endpoints (by name and URL)",
+                        removed, len(before))
+        if self.state is not None:
+            self.state.apply(self.stats, endpoints)
+        else:
+            self.stats.apply(endpoints)
         self.snapshot.config_applied()
         self.config = config
         self._seen_digest = config.digest
@@ -202,8 +239,21 @@ class Exporter:
         # The report goes out now, on the beat (the scheduler calls this in cycle order); the
         # gzip copy of /metrics is rebuilt afterwards in the background, and scrapes meanwhile
         # get the previous copy.
+        self._log_exporter_errors()
         self._publish()
         self.snapshot.cycle_completed()
+
+    def _log_exporter_errors(self) -> None:
+        """One line per cycle (not per probe) when probes failed on this process's resources."""
+        total = sum(self.stats.exporter_errors.values())
+        new = total - self._exporter_errors_logged
+        self._exporter_errors_logged = total
+        if new > 0:
+            log.error(
+                "%d probes failed on the exporter's own resources, not counted against their "
+                "endpoints (availability_exporter_probe_errors_total); last: %s",
+                new, self.stats.last_exporter_error,
+            )
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` as a task nobody awaits."""
@@ -216,18 +266,18 @@ class Exporter:
         self.print_report()
         if RELEASE_FREE_MEMORY is not None:
             self._spawn(asyncio.to_thread(RELEASE_FREE_MEMORY))
-        if self.options.state_file is not None and (
+        if self.state is not None and (
             self._state_write is None or self._state_write.done()
         ):
-            snap = statefile.snapshot(self.stats)
+            pending = self.state.pending(self.stats)
             self._state_write = asyncio.get_running_loop().create_task(
-                self._write_state(snap)
+                self._write_state(pending)
             )
 
-    async def _write_state(self, snap: statefile.Snapshot) -> None:
-        assert self.options.state_file is not None
+    async def _write_state(self, pending: statefile.Pending) -> None:
+        assert self.state is not None
         try:
-            await off_loop(statefile.write, self.options.state_file, snap)
+            await off_loop(self.state.write, pending)
         except OSError as exc:
             log.error("cannot write state file %s: %s", self.options.state_file, exc)
 
@@ -262,15 +312,23 @@ class Exporter:
         options = self.options
         loop = asyncio.get_running_loop()
         self._capture_signals(loop)
+        if self.state is not None:
+            try:
+                self.state.lock()
+            except statefile.StateFileLocked as exc:
+                # Before anything starts: two exporters on one file would each overwrite the
+                # other's counts every cycle.  Exit status 2, as for any unusable start-up input.
+                log.error("%s", exc)
+                return 2
         if options.demo:
             self.demo = DemoServer()
             await self.demo.start()
         self.apply(await off_loop(self.load))
-        if options.state_file is not None:
-            saved = await off_loop(statefile.read, options.state_file)
+        if self.state is not None:
+            saved = await off_loop(statefile.load, self.state.path)
             # No gzip copy exists before the web server starts: the first one has these counts.
-            restored = self.stats.restore(saved, statefile.url_key)
-            if saved:
+            restored = self.state.restore(self.stats, saved)
+            if saved.counts:
                 log.info("restored counts of %d endpoints from %s", restored, options.state_file)
         await self.prober.warm_up()
         tasks: list[asyncio.Task[None]] = []
@@ -303,8 +361,9 @@ class Exporter:
             await self.demo.stop()
         if self._state_write is not None:
             await asyncio.wait([self._state_write], timeout=2.0)
-        if self.options.state_file is not None:
-            await self._write_state(statefile.snapshot(self.stats))
+        if self.state is not None:
+            await self._write_state(self.state.pending(self.stats))
+            self.state.close()
 
     def _capture_signals(self, loop: asyncio.AbstractEventLoop) -> None:
         def on_stop() -> None:
