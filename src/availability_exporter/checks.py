@@ -85,7 +85,10 @@ class JsonCheck:
     def failure(self, document: object, label: str) -> str | None:
         try:
             value = self.expression.search(document)
-        except jmespath.exceptions.JMESPathError as exc:  # e.g. a function on the wrong type
+        # The document is the server's: a function on the wrong type, a number too big to
+        # compare or a very deep document fail this check, never the probe.
+        except (jmespath.exceptions.JMESPathError, TypeError, ValueError, OverflowError,
+                RecursionError) as exc:
             return f"{label}: {type(exc).__name__}"
         if self.exists is not None:
             if (value is not None) != self.exists:
@@ -262,6 +265,8 @@ def _status(node: yaml.Node | None, problem: Problem) -> tuple[frozenset[int], f
     for item in items:
         value = yamlnodes.number(item)
         text = str(item.value) if isinstance(item, yaml.ScalarNode) else None
+        if value is None and text is not None and text.isascii() and text.isdigit():
+            value = int(text)  # "200" quoted is still a code
         if isinstance(value, int) and 100 <= value <= 599:
             codes.add(value)
         elif value is None and text is not None and _CLASS.match(text):

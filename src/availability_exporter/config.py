@@ -666,12 +666,12 @@ def _tls_files_problem(
     the certificate), or None when they load."""
     try:
         context = ssl.create_default_context(cafile=ca_file)
-    except (OSError, ssl.SSLError) as exc:
+    except (OSError, ssl.SSLError, ValueError) as exc:  # ValueError: a NUL in the path
         return f"ca_file {ca_file!r} cannot be loaded: {getattr(exc, 'strerror', None) or exc}"
     if cert_file is not None:
         try:
             context.load_cert_chain(cert_file, key_file)
-        except (OSError, ssl.SSLError) as exc:
+        except (OSError, ssl.SSLError, ValueError) as exc:
             what = f"cert_file {cert_file!r}" + (f" with key_file {key_file!r}" if key_file else "")
             return f"{what} cannot be loaded: {getattr(exc, 'strerror', None) or exc}"
     return None
