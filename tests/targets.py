@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import re
+import resource
 import signal
 import socket
 import ssl
@@ -246,14 +247,24 @@ def run_exporter(*args: str, timeout: float = 30, env: dict[str, str] | None = N
     )
 
 
+def _limit_fds(nofile: int) -> Callable[[], None]:
+    """A ``preexec_fn`` setting the child's soft and hard RLIMIT_NOFILE to ``nofile`` (the
+    exporter lifts its soft limit to the hard one, so both are set)."""
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+    return limit
+
+
 class ExporterProcess:
     """``python -m availability_exporter CONFIG ARGS...`` listening on a free local port.
 
-    A context manager; leaving it kills the process if it still runs.
+    A context manager; leaving it kills the process if it still runs.  ``nofile`` runs it at
+    that descriptor limit (a reduced ``ulimit -n``).
     """
 
     def __init__(self, config: Path | None, *args: str, env: dict[str, str] | None = None,
-                 listen: bool = True) -> None:
+                 listen: bool = True, nofile: int | None = None) -> None:
         self.port = free_port()
         self.base_url = f"http://{HOST}:{self.port}"
         command = [sys.executable, "-m", "availability_exporter"]
@@ -265,7 +276,7 @@ class ExporterProcess:
         self.command = command
         self.proc = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=exporter_env(env),
+            env=exporter_env(env), preexec_fn=None if nofile is None else _limit_fds(nofile),
         )
         self._lock = threading.Lock()
         self._stdout: list[str] = []

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from availability_exporter.settings import Settings, load_settings
 from tests.adversarial.server import serve_in_process
 from tests.targets import parse_reports, run_exporter
 
@@ -72,6 +73,12 @@ def test_config_check_ok() -> None:
     ([], {}, "no endpoints file given: pass CONFIG (a YAML file) or --demo"),
     (["x.yaml"], {"AVAILABILITY_EXPORTER_PROBE_INTERVAL": "-3"},
      "--probe.interval: Input should be greater than 0"),
+    (["--web.allowed-hosts", "localhost:80", "x.yaml"], {},
+     "--web.allowed-hosts must be a comma-separated list of host names"),
+    (["x.yaml"], {"AVAILABILITY_EXPORTER_WEB_ALLOWED_HOSTS": "*.example.com"},
+     "--web.allowed-hosts must be a comma-separated list of host names"),
+    (["--web.max-connections", "0", "x.yaml"], {},
+     "--web.max-connections: Input should be greater than or equal to 1"),
 ])
 def test_bad_flags_and_env_exit_2(args: list[str], env: dict[str, str], message: str) -> None:
     proc = run_exporter(*args, env=env)
@@ -86,6 +93,25 @@ def test_env_sets_flags(base: str, tmp_path: Path) -> None:
                          "AVAILABILITY_EXPORTER_ONCE": "true"})
     assert proc.returncode == 0, proc.stderr
     assert reports(proc.stdout) == [[("127.0.0.1", 100)]]
+
+
+def test_web_flags_from_the_environment() -> None:
+    settings = Settings.model_validate({
+        "demo": True, "web_enable_lifecycle": "true",
+        "web_allowed_hosts": "LocalHost, [::1],127.0.0.1", "web_max_connections": "64",
+    })
+    assert settings.web_enable_lifecycle is True
+    assert settings.allowed_hosts == frozenset({"localhost", "::1", "127.0.0.1"})
+    assert settings.web_max_connections == 64
+    env = {"AVAILABILITY_EXPORTER_WEB_ENABLE_LIFECYCLE": "1",
+           "AVAILABILITY_EXPORTER_WEB_ALLOWED_HOSTS": "localhost",
+           "AVAILABILITY_EXPORTER_WEB_MAX_CONNECTIONS": "100"}
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        from_env = load_settings(["--demo"])
+    assert from_env.web_enable_lifecycle and from_env.allowed_hosts == frozenset({"localhost"})
+    assert from_env.web_max_connections == 100
 
 
 def test_once_prints_one_report_per_domain_in_config_order(base: str, tmp_path: Path) -> None:

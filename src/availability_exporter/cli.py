@@ -13,11 +13,11 @@ import resource
 import socket
 import sys
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from availability_exporter.config import ConfigError, load_config
-from availability_exporter.daemon import Exporter
+from availability_exporter.daemon import Exporter, web_connection_limit
 from availability_exporter.settings import Settings, SettingsError, load_settings
 from availability_exporter.web import App, WebServer
 from availability_exporter.webconfig import WebConfig, WebConfigError, load_web_config
@@ -136,10 +136,18 @@ def run(settings: Settings, sock: socket.socket | None, web_config: WebConfig) -
         exporter = Exporter(settings.options())
         if sock is None:  # --once serves nothing
             return await exporter.run()
-        app = App(exporter.status, registry=exporter.registry, snapshot=exporter.snapshot)
+        app = App(exporter.status, registry=exporter.registry, snapshot=exporter.snapshot,
+                  enable_lifecycle=settings.web_enable_lifecycle,
+                  allowed_hosts=settings.allowed_hosts)
         host, port = sock.getsockname()[:2]
+        # Called after raise_fd_limit(), so the reserve is taken from the limit in force.
+        max_connections = web_connection_limit(settings.web_max_connections,
+                                               settings.probe_concurrency)
+        if max_connections < settings.web_max_connections:
+            log.info("at most %d web connections, keeping file descriptors for %d probes",
+                     max_connections, settings.probe_concurrency)
         server = WebServer(web_config.wrap(app), sock, host=host, port=port,
-                           ssl=web_config.uvicorn_ssl_kwargs())
+                           ssl=web_config.uvicorn_ssl_kwargs(), max_connections=max_connections)
         log.info("serving /metrics and the status page on %s://%s:%d/", web_config.scheme,
                  host, port)
         return await exporter.run(web=server.serve)
@@ -147,10 +155,21 @@ def run(settings: Settings, sock: socket.socket | None, web_config: WebConfig) -
     return run_event_loop(serve())
 
 
-def run_event_loop(coro: Coroutine[Any, Any, T]) -> T:
-    """Run on uvloop when installed (the `fast` extra): less CPU per probe, tighter latency."""
+def loop_runner() -> Callable[[Coroutine[Any, Any, T]], T]:
+    """uvloop's ``run`` when installed (the `fast` extra: less CPU per probe, tighter latency),
+    else asyncio's."""
     try:
         import uvloop
     except ImportError:
-        return asyncio.run(coro)
-    return uvloop.run(coro)
+        return asyncio.run
+    return uvloop.run
+
+
+def run_event_loop(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` on the chosen loop, outside the ``except`` that chose it.
+
+    Run inside that ``except ImportError``, every exception the program raised had the
+    ImportError as its context, and probe errors read "No module named 'uvloop'" (issue 12).
+    """
+    run = loop_runner()
+    return run(coro)

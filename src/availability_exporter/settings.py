@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from availability_exporter import __version__
 from availability_exporter.config import DEFAULT_LATENCY_THRESHOLD, Defaults, default_timeout
 from availability_exporter.daemon import Options
+from availability_exporter.web import DEFAULT_MAX_CONNECTIONS
 
 ENV_PREFIX = "AVAILABILITY_EXPORTER_"
 DEFAULT_PORT = 10199
@@ -45,6 +46,9 @@ class Settings(BaseSettings):
     once: bool = False
     web_listen_address: str = f"0.0.0.0:{DEFAULT_PORT}"
     web_config_file: Path | None = None
+    web_enable_lifecycle: bool = False
+    web_allowed_hosts: str | None = None
+    web_max_connections: int = Field(DEFAULT_MAX_CONNECTIONS, ge=1, le=1_000_000)
     shard: str | None = None
     state_file: Path | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -53,6 +57,7 @@ class Settings(BaseSettings):
     # The text flags above, parsed once by the validators below.
     _shard: tuple[int, int] = PrivateAttr((0, 1))
     _listen: tuple[str, int] = PrivateAttr(("0.0.0.0", DEFAULT_PORT))
+    _allowed_hosts: frozenset[str] | None = PrivateAttr(None)
 
     @field_validator("log_level", "log_format", mode="before")
     @classmethod
@@ -62,7 +67,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
         errors: list[str] = []
-        for parse in (self._parse_shard, self._parse_listen):
+        for parse in (self._parse_shard, self._parse_listen, self._parse_allowed_hosts):
             try:
                 parse()
             except ValueError as exc:
@@ -86,6 +91,15 @@ class Settings(BaseSettings):
 
     def _parse_listen(self) -> None:
         self._listen = parse_listen_address(self.web_listen_address)
+
+    def _parse_allowed_hosts(self) -> None:
+        if self.web_allowed_hosts is not None:
+            self._allowed_hosts = parse_allowed_hosts(self.web_allowed_hosts)
+
+    @property
+    def allowed_hosts(self) -> frozenset[str] | None:
+        """``--web.allowed-hosts`` as lower-case names without ports; None accepts any Host."""
+        return self._allowed_hosts
 
     @property
     def listen_address(self) -> tuple[str, int]:
@@ -125,6 +139,21 @@ def parse_shard(value: str) -> tuple[int, int]:
     if not sep or count < 1 or not 0 <= index < count:
         raise ValueError(f"--shard must be INDEX/COUNT with 0 <= INDEX < COUNT, not {value!r}")
     return index, count
+
+
+def parse_allowed_hosts(value: str) -> frozenset[str]:
+    """A comma-separated list of host names or IP addresses (no ports, no wildcards)."""
+    hosts = frozenset(
+        part.strip().lower().strip("[]").rstrip(".") for part in value.split(",") if part.strip()
+    )
+    bad = sorted(h for h in hosts if not h or "/" in h or "*" in h or " " in h
+                 or (h.count(":") == 1))
+    if not hosts or bad:
+        raise ValueError(
+            "--web.allowed-hosts must be a comma-separated list of host names or addresses "
+            f"without ports, not {value!r}"
+        )
+    return hosts
 
 
 def parse_listen_address(value: str) -> tuple[str, int]:
@@ -173,6 +202,14 @@ FLAGS: tuple[Flag, ...] = (
          f"address for /metrics and the status page (0.0.0.0:{DEFAULT_PORT})", "HOST:PORT"),
     Flag(("--web.config.file",), "web_config_file",
          "exporter-toolkit web config: TLS and basic auth", "FILE"),
+    Flag(("--web.enable-lifecycle",), "web_enable_lifecycle",
+         "allow POST /-/reload (403 otherwise)", is_switch=True),
+    Flag(("--web.allowed-hosts",), "web_allowed_hosts",
+         "answer only requests whose Host is one of these (421 otherwise), against DNS "
+         "rebinding (default: any)", "HOST,..."),
+    Flag(("--web.max-connections",), "web_max_connections",
+         f"open web connections at most ({DEFAULT_MAX_CONNECTIONS}; lowered to keep file "
+         "descriptors for the probes)", "N"),
     Flag(("--shard",), "shard", "probe only this shard of the endpoints (rendezvous hashing)",
          "INDEX/COUNT"),
     Flag(("--state.file",), "state_file", "keep cumulative counts across restarts", "PATH"),

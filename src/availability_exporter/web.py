@@ -5,6 +5,14 @@ through a ``status.StatusView``.  A gzip /metrics scrape (what Prometheus sends)
 the copy in ``snapshot``; an uncompressed one is rendered and sent in 32 KiB slices with the loop
 handed back to the probes between them, so even a 32 MB scrape never holds the loop for long.
 The pages come from ``pages``.  :class:`WebServer` runs uvicorn on a socket bound by the caller.
+
+Hardening (issue 12): ``POST /-/reload`` answers only with ``--web.enable-lifecycle`` (403
+otherwise, as Prometheus does), so a cross-origin form cannot reload the exporter; with
+``--web.allowed-hosts`` a request whose ``Host`` is not listed gets 421 (DNS rebinding); HTML
+pages carry a CSP without script, ``X-Frame-Options: DENY`` and ``nosniff``; no ``server``
+header.  The server caps its connections and closes those that sit idle or never finish their
+request head (:class:`GuardedConnection`), so held-open connections cannot take the
+descriptors the probes need.
 """
 
 from __future__ import annotations
@@ -46,6 +54,15 @@ Handler = Callable[[Scope, Send], Awaitable[None]]
 
 HTML = b"text/html; charset=utf-8"
 PAGE_SLICE = 32 * 1024  # characters of the status page sent before the loop gets a turn
+# The pages use no script at all, and one inline <style>; nothing may frame them.
+PAGE_HEADERS: list[tuple[bytes, bytes]] = [
+    (b"content-security-policy",
+     b"default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
+     b"base-uri 'none'; form-action 'self'; frame-ancestors 'none'"),
+    (b"x-frame-options", b"DENY"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+]
 
 
 def accepts_gzip(accept_encoding: str) -> bool:
@@ -73,10 +90,14 @@ class App:
 
     def __init__(
         self, status: StatusView, *, registry: CollectorRegistry, snapshot: GzipSnapshot,
+        enable_lifecycle: bool = False, allowed_hosts: frozenset[str] | None = None,
     ) -> None:
         self.status = status
         self.registry = registry
         self.snapshot = snapshot
+        self.enable_lifecycle = enable_lifecycle
+        # Lower-case host names (no port); None accepts any Host.
+        self.allowed_hosts = allowed_hosts
         self.routes: dict[str, tuple[tuple[str, ...], Handler]] = {
             "/metrics": (("GET", "HEAD"), self.metrics),
             "/": (("GET", "HEAD"), self.index),
@@ -84,7 +105,7 @@ class App:
             "/api/v1/status": (("GET", "HEAD"), self.api_status),
             "/-/healthy": (("GET", "HEAD"), self.healthy),
             "/-/ready": (("GET", "HEAD"), self.ready),
-            "/-/reload": (("POST", "PUT"), self.reload),
+            "/-/reload": (("POST",), self.reload),
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -92,6 +113,10 @@ class App:
             await _lifespan(receive, send)
             return
         if scope["type"] != "http":
+            return
+        if self.allowed_hosts is not None and not self._host_allowed(scope):
+            # 421 Misdirected Request: this server does not answer for that name.
+            await respond(send, 421, b"421 misdirected request: host not allowed\n")
             return
         route = self.routes.get(scope["path"])
         if route is None and scope["path"].startswith("/badge/"):
@@ -106,6 +131,16 @@ class App:
                           headers=[(b"allow", ", ".join(methods).encode())])
             return
         await handler(scope, send)
+
+    def _host_allowed(self, scope: Scope) -> bool:
+        """``Host`` (without its port) is one of ``allowed_hosts``; a missing Host is not."""
+        assert self.allowed_hosts is not None
+        host = _headers(scope).get("host", "").strip().lower()
+        if host.startswith("["):  # [IPv6]:port
+            name = host[1:].partition("]")[0]
+        else:
+            name = host.rpartition(":")[0] if host.count(":") == 1 else host
+        return bool(name) and name.rstrip(".") in self.allowed_hosts
 
     async def metrics(self, scope: Scope, send: Send) -> None:
         headers = _headers(scope)
@@ -148,10 +183,15 @@ class App:
             await respond(send, 503, b"Not ready: the first check cycle has not completed\n")
 
     async def reload(self, scope: Scope, send: Send) -> None:
+        if not self.enable_lifecycle:
+            await respond(send, 403, b"Lifecycle API is not enabled (--web.enable-lifecycle)\n")
+            return
         try:
             await self.status.reload()
-        except ConfigError as exc:
-            await respond(send, 500, f"failed to reload config:\n{exc}\n".encode())
+        except ConfigError:
+            # The details (file path, problems: which may quote a literal URL password) go to
+            # the log, redacted, by the reload itself; the caller learns only that it failed.
+            await respond(send, 500, b"failed to reload config: see the exporter's log\n")
             return
         await respond(send, 200, b"config reloaded\n")
 
@@ -159,10 +199,11 @@ class App:
         try:
             pieces = index_pieces(self.status, _query(scope))
         except FilterError as exc:
-            await respond(send, 400, render_bad_query(str(exc)).encode(), content_type=HTML)
+            await respond(send, 400, render_bad_query(str(exc)).encode(), content_type=HTML,
+                          headers=PAGE_HEADERS)
             return
         await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", HTML)]})
+                    "headers": [(b"content-type", HTML), *PAGE_HEADERS]})
         if scope["method"] == "HEAD":
             await send({"type": "http.response.body", "body": b""})
             return
@@ -185,10 +226,11 @@ class App:
         name = (_query(scope).get("name") or [""])[0]
         stats = self.status.stats.get(name)
         if stats is None:
-            await respond(send, 404, render_unknown_endpoint(name).encode(), content_type=HTML)
+            await respond(send, 404, render_unknown_endpoint(name).encode(), content_type=HTML,
+                          headers=PAGE_HEADERS)
             return
         await respond(send, 200, render_endpoint(self.status, stats).encode(),
-                      content_type=HTML)
+                      content_type=HTML, headers=PAGE_HEADERS)
 
     async def api_status(self, scope: Scope, send: Send) -> None:
         """``/api/v1/status`` (see ``api``): 200 with the status, 400 for a bad filter."""
@@ -219,7 +261,6 @@ class App:
             # An SVG opened on its own is a document: it must not run or load anything.
             (b"content-security-policy", b"default-src 'none'; style-src 'unsafe-inline'"),
         ])
-
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:
@@ -256,6 +297,128 @@ async def respond(
 
 # Open connections get this long to finish their responses at shutdown (uvicorn then cancels).
 GRACEFUL_SHUTDOWN_SECONDS = 1
+# A request head must be complete this long after the connection opened (after the TLS
+# handshake) or after the previous response ended plus KEEP_ALIVE_SECONDS: a connection that
+# sends nothing, or drips a head, is closed.  Prometheus sends its whole head at once.
+HEAD_TIMEOUT_SECONDS = 10.0
+# An idle keep-alive connection (plain or TLS) is closed after this long; longer than a 15 s
+# scrape interval, so Prometheus keeps reusing its connection.
+KEEP_ALIVE_SECONDS = 20
+# Bytes a request head may take before it is complete; a longer one is cut off.
+MAX_HEAD_BYTES = 64 * 1024
+# --web.max-connections's default, as Prometheus's own.
+DEFAULT_MAX_CONNECTIONS = 512
+
+
+class ConnectionGuard:
+    """The open connections of one server, oldest first, and what was done to keep them few.
+
+    At ``limit`` open connections a new one evicts the oldest connection that has no request
+    in flight (idle, or still sending its head): held-open connections can take a slot but
+    never keep a scrape out, and never more than ``limit`` descriptors.  Only when every
+    connection is busy answering is the new one refused.
+    """
+
+    def __init__(self, limit: int, *, head_timeout: float = HEAD_TIMEOUT_SECONDS,
+                 idle_timeout: float = KEEP_ALIVE_SECONDS,
+                 max_head_bytes: int = MAX_HEAD_BYTES) -> None:
+        self.limit = limit
+        self.head_timeout = head_timeout
+        self.idle_timeout = idle_timeout
+        self.max_head_bytes = max_head_bytes
+        self.open: dict[GuardedConnection, None] = {}  # insertion order: oldest first
+        self.evicted = 0
+        self.refused = 0
+        self.timed_out = 0
+
+    def admit(self, connection: GuardedConnection) -> bool:
+        """Make room for ``connection`` (evicting an idle one if full); False to refuse it."""
+        if len(self.open) >= self.limit:
+            victim = next((c for c in self.open if not c.busy), None)  # at most `limit` steps
+            if victim is None:
+                self.refused += 1
+                return False
+            self.evicted += 1
+            victim.drop()
+        self.open[connection] = None
+        return True
+
+
+class GuardedConnection:
+    """Mixed into uvicorn's HTTP protocol class (httptools or h11) by :func:`guarded`.
+
+    uvicorn arms no timer before the first request and none while a head is half-sent, and
+    has no connection limit (its ``limit_concurrency`` still accepts, then answers 503): this
+    adds the three.  It uses only what both of uvicorn's protocols have: ``transport``,
+    ``cycle`` (the request in flight) and the callbacks below.
+    """
+
+    guard: ConnectionGuard
+    transport: asyncio.Transport
+    cycle: Any
+    connections: set[Any]  # uvicorn's server-wide set of open connections
+    _deadline: asyncio.TimerHandle | None = None
+    _admitted = False
+    _head_bytes = 0
+
+    @property
+    def busy(self) -> bool:
+        """A request is being answered (its head complete, its response not yet)."""
+        return self.cycle is not None and not self.cycle.response_complete
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        if not self.guard.admit(self):
+            transport.abort()
+            return
+        self._admitted = True
+        super().connection_made(transport)  # type: ignore[misc]
+        self._arm(self.guard.head_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        if not self.busy:
+            self._head_bytes += len(data)
+            if self._head_bytes > self.guard.max_head_bytes:
+                self.drop()
+                return
+        super().data_received(data)  # type: ignore[misc]
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # type: ignore[misc]
+        self._head_bytes = 0
+        self._arm(self.guard.idle_timeout + self.guard.head_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.guard.open.pop(self, None)
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        if self._admitted:
+            super().connection_lost(exc)  # type: ignore[misc]
+
+    def drop(self) -> None:
+        """Close at once (RST): frees the descriptor now, not after a lingering close."""
+        self.guard.open.pop(self, None)
+        # uvicorn forgets the connection in connection_lost, which the loop may run after the
+        # next connection's request: its limit_concurrency would count this one and answer 503.
+        self.connections.discard(self)
+        if not self.transport.is_closing():
+            self.transport.abort()
+
+    def _arm(self, delay: float) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._deadline = asyncio.get_running_loop().call_later(delay, self._expired)
+
+    def _expired(self) -> None:
+        self._deadline = None
+        if not self.busy:  # a response under way ends with on_response_complete, re-arming
+            self.guard.timed_out += 1
+            self.drop()
+
+
+def guarded(base: type[asyncio.Protocol], guard: ConnectionGuard) -> type[asyncio.Protocol]:
+    """uvicorn's protocol class ``base`` with :class:`GuardedConnection`'s limits."""
+    return type(f"Guarded{base.__name__}", (GuardedConnection, base), {"guard": guard})
 
 
 class WebServer:
@@ -270,12 +433,20 @@ class WebServer:
 
     def __init__(
         self, app: ASGIApp, sock: socket.socket, *, host: str, port: int,
-        ssl: Mapping[str, Any] | None = None,
+        ssl: Mapping[str, Any] | None = None, max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         self.sock = sock
+        self.guard = ConnectionGuard(max_connections)
         self.config = uvicorn.Config(
             app, host=host, port=port, log_config=None, access_log=False, lifespan="off",
-            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS, **(ssl or {}),
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+            # The guard keeps connections at max_connections; uvicorn's own limit is the
+            # backstop for requests in flight (it answers 503 beyond it).
+            limit_concurrency=max_connections + 1, timeout_keep_alive=KEEP_ALIVE_SECONDS,
+            h11_max_incomplete_event_size=MAX_HEAD_BYTES,
+            # No "server: uvicorn" (it names the software to an attacker); Date is harmless.
+            server_header=False, date_header=True,
+            **(ssl or {}),
         )
         self.server = uvicorn.Server(self.config)
 
@@ -283,6 +454,7 @@ class WebServer:
         """Serve until ``stop`` is set (or this task is cancelled), then close gracefully."""
         server, config = self.server, self.config
         config.load()
+        config.http_protocol_class = guarded(config.http_protocol_class, self.guard)
         server.lifespan = config.lifespan_class(config)  # what serve() sets up before startup
         await server.startup(sockets=[self.sock])
 

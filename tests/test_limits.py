@@ -1,0 +1,296 @@
+"""Issue 12 items 1, 4 and 5 against the real process, through its socket, on 127.0.0.1 only.
+
+1. The exporter's own failures are never the endpoint's: connections held open against the
+   web port (idle, or with a half-sent head) at a reduced ``ulimit -n`` neither stop scrapes
+   nor turn probes into downs; a half-sent head is cut off; a probe that fails because the
+   process ran out of descriptors is counted in ``availability_exporter_probe_errors_total``,
+   not against its endpoint, with one log line per cycle.
+4. ``POST /-/reload`` only with ``--web.enable-lifecycle``; only POST; a failed reload says
+   nothing of the file; ``--web.allowed-hosts``; security headers; no ``server`` header.
+5. ``/endpoint`` shows the real error under asyncio (uvloop not importable) and under uvloop.
+
+Every loop here is bounded (a count or a deadline).
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from availability_exporter.target_server import HOST
+from availability_exporter.web import HEAD_TIMEOUT_SECONDS
+from tests.adversarial.server import refused_port
+from tests.targets import (
+    ExporterProcess,
+    Targets,
+    required_sample,
+    sample,
+    write_config,
+)
+
+ERRORS = "availability_exporter_probe_errors_total"
+HALF_HEAD = b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: " + b"a" * 1024
+
+
+def down_probes(metrics: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> float:
+    return sum(value for (name, labels), value in metrics.items()
+               if name == "availability_probes_total" and ("result", "down") in labels)
+
+
+def hold(port: int, count: int, *, half_sent: bool) -> list[socket.socket]:
+    """Open ``count`` connections to the exporter and keep them; some may be refused."""
+    held: list[socket.socket] = []
+    for _ in range(count):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.settimeout(2.0)
+        try:
+            sock.connect((HOST, port))
+            if half_sent:
+                sock.sendall(HALF_HEAD)
+        except OSError:
+            sock.close()
+            continue
+        held.append(sock)
+    return held
+
+
+@pytest.fixture
+def targets() -> Iterator[Targets]:
+    with Targets() as running:
+        yield running
+
+
+# -- 1. the exporter's own trouble --------------------------------------------------------------
+
+@pytest.mark.parametrize("half_sent", [False, True], ids=["idle", "half-sent"])
+def test_held_connections_cause_no_false_downs(targets: Targets, tmp_path: Path,
+                                              half_sent: bool) -> None:
+    """400 connections against a 160-descriptor process: scrapes answer, no probe is down.
+
+    Before issue 12 the connections took every descriptor: /metrics stopped answering and
+    every probe failed as ``connect``.
+    """
+    config = write_config(tmp_path / "e.yaml",
+                          [(f"ok-{i}", targets.url(f"/ok?id={i}")) for i in range(10)])
+    with ExporterProcess(config, "-f", "1", "--probe.concurrency", "20",
+                         nofile=160) as proc:
+        proc.wait_ready()
+        held: list[socket.socket] = []
+        try:
+            held = hold(proc.port, 400, half_sent=half_sent)
+            first = len(proc.reports)
+            proc.wait_reports(first + 3)
+            # A scrape while the connections are held: it gets a slot (an idle one is evicted).
+            with httpx.Client(timeout=5.0, trust_env=False) as client:
+                response = client.get(f"{proc.base_url}/-/healthy")
+            assert response.status_code == 200, response.text
+            metrics = proc.scrape()
+        finally:
+            for sock in held:
+                sock.close()
+        assert down_probes(metrics) == 0, proc.stderr[-3000:]
+        assert required_sample(metrics, ERRORS, reason="exporter") == 0
+        assert proc.fds() < 160
+        proc.stop_cleanly()
+
+
+def test_half_sent_head_is_cut_off(targets: Targets, tmp_path: Path) -> None:
+    """A connection that never finishes its request head is closed after the head deadline."""
+    config = write_config(tmp_path / "e.yaml", [("ok", targets.url("/ok"))])
+    with ExporterProcess(config, "-f", "1") as proc:
+        proc.wait_serving()
+        with socket.create_connection((HOST, proc.port), timeout=2.0) as sock:
+            sock.sendall(HALF_HEAD)
+            sock.settimeout(HEAD_TIMEOUT_SECONDS + 5)
+            started = time.monotonic()
+            try:
+                data = sock.recv(1024)
+            except ConnectionResetError:
+                data = b""
+            waited = time.monotonic() - started
+        assert data == b"", data
+        assert waited < HEAD_TIMEOUT_SECONDS + 4
+        proc.stop_cleanly()
+
+
+def test_out_of_descriptors_is_the_exporters_error(targets: Targets, tmp_path: Path) -> None:
+    """Probes that cannot get a socket (EMFILE) count as reason ``exporter``, not as downs."""
+    config = write_config(tmp_path / "e.yaml",
+                          [(f"slow-{i}", targets.url(f"/slow?ms=300&id={i}")) for i in range(80)])
+    with ExporterProcess(config, "-f", "1", "--probe.concurrency", "80", "--probe.timeout",
+                         "0.8", nofile=48) as proc:
+        proc.wait_stderr("failed on the exporter's own resources")
+        proc.wait_reports(len(proc.reports) + 2)
+        metrics = proc.wait_metrics(lambda m: (sample(m, ERRORS, reason="exporter") or 0) > 0,
+                                    10.0, "exporter errors counted")
+        assert down_probes(metrics) == 0, proc.stderr[-3000:]
+        assert not any(name == "availability_probe_failures_total" and value
+                       for (name, _), value in metrics.items())
+        # One log line per cycle, not one per failed probe.
+        lines = proc.stderr.count("failed on the exporter's own resources")
+        cycles = required_sample(metrics, "availability_exporter_cycles_total")
+        assert lines <= cycles + 1
+        assert "Too many open files" in proc.stderr
+
+
+# -- 4. the lifecycle API and the pages' headers ----------------------------------------------
+
+def test_reload_needs_the_lifecycle_flag(targets: Targets, tmp_path: Path) -> None:
+    config = write_config(tmp_path / "e.yaml", [("ok", targets.url("/ok"))])
+    with ExporterProcess(config, "-f", "1") as proc:
+        proc.wait_serving()
+        response = proc.client.post("/-/reload")
+        assert response.status_code == 403
+        assert "--web.enable-lifecycle" in response.text
+        proc.stop_cleanly()
+
+
+def test_reload_only_by_post_and_a_failure_says_nothing_of_the_file(targets: Targets,
+                                                                   tmp_path: Path) -> None:
+    config = write_config(tmp_path / "e.yaml", [("ok", targets.url("/ok"))])
+    with ExporterProcess(config, "-f", "1", "--web.enable-lifecycle") as proc:
+        proc.wait_serving()
+        for method in ("PUT", "GET", "DELETE", "PATCH"):
+            response = proc.client.request(method, "/-/reload")
+            assert response.status_code == 405, method
+            assert response.headers["allow"] == "POST"
+        assert proc.client.post("/-/reload").status_code == 200
+        config.write_text(
+            "- name: leak\n  url: http://user:literal-pass@127.0.0.1:1/\n  colour: red\n",
+            encoding="utf-8")
+        response = proc.client.post("/-/reload")
+        assert response.status_code == 500
+        for leaked in (str(tmp_path), "e.yaml", "colour", "literal-pass", "leak"):
+            assert leaked not in response.text, leaked
+        proc.wait_stderr("config reload failed")
+        assert "colour" in proc.stderr  # the details are in the log
+        assert "literal-pass" not in proc.stderr
+        proc.stop_cleanly()
+
+
+def test_allowed_hosts_refuse_other_host_headers(targets: Targets, tmp_path: Path) -> None:
+    config = write_config(tmp_path / "e.yaml", [("ok", targets.url("/ok"))])
+    with ExporterProcess(config, "-f", "1", "--web.allowed-hosts",
+                         "localhost,127.0.0.1") as proc:
+        proc.wait_serving()
+        for host in ("rebind.attacker.example", "rebind.attacker.example:80", ""):
+            response = proc.client.get("/metrics", headers={"Host": host})
+            assert response.status_code == 421, host
+        for host in ("localhost", f"127.0.0.1:{proc.port}", f"LOCALHOST:{proc.port}"):
+            assert proc.client.get("/-/healthy", headers={"Host": host}).status_code == 200
+        proc.stop_cleanly()
+
+
+def test_pages_carry_security_headers_and_no_server_header(targets: Targets,
+                                                           tmp_path: Path) -> None:
+    config = write_config(tmp_path / "e.yaml", [("ok", targets.url("/ok"))])
+    with ExporterProcess(config, "-f", "1") as proc:
+        proc.wait_ready()
+        for path in ("/", "/endpoint?name=ok", "/endpoint?name=nowhere"):
+            response = proc.get(path)
+            assert "text/html" in response.headers["content-type"], path
+            csp = response.headers["content-security-policy"]
+            assert "default-src 'none'" in csp and "script-src" not in csp, path
+            assert "frame-ancestors 'none'" in csp
+            assert response.headers["x-frame-options"] == "DENY"
+            assert response.headers["x-content-type-options"] == "nosniff"
+            assert "<script" not in response.text
+        for path in ("/", "/metrics", "/-/healthy", "/nope"):
+            assert "server" not in proc.get(path).headers, path
+        proc.stop_cleanly()
+
+
+# -- 5. diagnostics -----------------------------------------------------------------------------
+
+BLOCK_UVLOOP = '''\
+import sys
+
+
+class _NoUvloop:
+    """Makes ``import uvloop`` fail as it does where the `fast` extra is not installed."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "uvloop" or name.startswith("uvloop."):
+            raise ModuleNotFoundError("No module named 'uvloop'", name="uvloop")
+        return None
+
+
+sys.meta_path.insert(0, _NoUvloop())
+'''
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_endpoint_page_shows_the_real_error(tmp_path: Path, loop: str) -> None:
+    env: dict[str, str] = {}
+    if loop == "asyncio":
+        site = tmp_path / "site"
+        site.mkdir()
+        (site / "sitecustomize.py").write_text(BLOCK_UVLOOP, encoding="utf-8")
+        env["PYTHONPATH"] = str(site)
+    else:
+        pytest.importorskip("uvloop")
+    config = write_config(tmp_path / "e.yaml",
+                          [("refused", f"http://{HOST}:{refused_port()}/")])
+    with ExporterProcess(config, "-f", "1", env=env) as proc:
+        proc.wait_ready()
+        page = proc.get("/endpoint?name=refused").text
+        assert "uvloop" not in page
+        assert "ModuleNotFoundError" not in page
+        assert "Connection refused" in page or "connection refused" in page.lower(), page
+        proc.stop_cleanly()
+    assert "uvloop" not in proc.stderr
+
+
+def test_uvloop_is_really_blocked(tmp_path: Path) -> None:
+    """The asyncio case above runs without uvloop (the block works), or it proves nothing."""
+    import subprocess
+    import sys
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(BLOCK_UVLOOP, encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, "-c",
+         "from availability_exporter.cli import loop_runner; import asyncio; "
+         "print(loop_runner() is asyncio.run)"],
+        capture_output=True, text=True, timeout=30, check=False,
+        env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
+    )
+    assert done.stdout.strip() == "True", done.stderr
+
+
+def test_describe_names_the_telling_cause_not_an_unrelated_context() -> None:
+    """An error raised while an ImportError was being handled is described by its own cause."""
+    import httpx as _httpx
+
+    from availability_exporter import http1
+    from availability_exporter.probe import classify, describe
+
+    def connect_failure() -> BaseException:
+        try:
+            try:
+                raise ModuleNotFoundError("No module named 'uvloop'", name="uvloop")
+            except ImportError:
+                try:
+                    raise ConnectionRefusedError(111, "Connection refused")
+                except OSError as refused:
+                    try:
+                        raise http1.ConnectError(str(refused)) from refused
+                    except http1.ConnectError as wrapped:
+                        raise _httpx.ConnectError(str(wrapped)) from wrapped
+        except _httpx.ConnectError as exc:
+            return exc
+        raise AssertionError("unreachable")
+
+    exc = connect_failure()
+    assert describe(exc) == "ConnectionRefusedError: [Errno 111] Connection refused"
+    assert classify(exc) == "connect"
+    emfile = _httpx.ConnectError("out")
+    emfile.__cause__ = OSError(24, "Too many open files")
+    assert classify(emfile) == "exporter"
+    assert "Too many open files" in describe(emfile)
