@@ -163,6 +163,30 @@ def test_authorization_follows_only_the_same_origin(mock: respx.MockRouter) -> N
     assert "Authorization" not in other.calls.last.request.headers
 
 
+@pytest.mark.parametrize(("location", "crosses"), [
+    (f"{BASE}/b", False),
+    ("http://svc.test:80/b", False),  # the default port written out is the same origin
+    ("/b", False),
+    ("https://svc.test/b", True),  # scheme
+    ("http://svc.test:8080/b", True),  # port
+    ("http://other.test/b", True),  # host
+    ("http://SVC.test./b", True),  # another spelling of the host: treated as another origin
+])
+def test_configured_headers_cross_origins_only_with_redirect_keep_headers(
+    mock: respx.MockRouter, location: str, crosses: bool,
+) -> None:
+    mock.get(f"{BASE}/a").respond(307, headers={"Location": location})
+    final = mock.get(url__regex=r"/b$").respond(200)
+    headers = {"X-Api-Key": "k3y-value", "cookie": "s=1", "Authorization": "Bearer t"}
+    for keep in (False, True):
+        result = probe(endpoint(f"{BASE}/a", headers=headers, redirect_keep_headers=keep))
+        assert outcome(result) == (State.UP, None, 200)
+        sent = final.calls.last.request.headers
+        expect_sent = keep or not crosses
+        for name in headers:  # httpx alone drops a Cookie header even on the same origin
+            assert (name in sent) is expect_sent, (location, keep, name)
+
+
 def test_url_credentials_are_sent_as_basic_auth_percent_decoded(
     mock: respx.MockRouter,
 ) -> None:

@@ -10,6 +10,7 @@ collected and reported together.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import ipaddress
 import os
@@ -163,7 +164,8 @@ def redact(text: str, secrets: Iterable[str]) -> str:
 _MIN_PREFIX = 8
 
 
-def _secret_forms(secret: str) -> list[tuple[str, bool]]:
+@functools.lru_cache(maxsize=4096)  # the same few secrets are redacted probe after probe
+def _secret_forms(secret: str) -> tuple[tuple[str, bool], ...]:
     """The forms a secret can take in an echo: (text, compare ignoring case)."""
     raw = secret.encode("utf-8")
     forms = [(secret, False)]
@@ -180,7 +182,7 @@ def _secret_forms(secret: str) -> list[tuple[str, bool]]:
                 forms.append((encoded, False))
             if len(core) >= _MIN_PREFIX:
                 forms.append((core, False))
-    return forms
+    return tuple(forms)
 
 
 def _occurrences(text: str, form: str) -> list[tuple[int, int]]:

@@ -5,7 +5,7 @@ Host, the body byte for byte, basic auth from URL credentials) and builds every 
 request (``response.next_request``: relative and non-ASCII ``Location``, 303 and
 301/302-after-POST become GET, ``Authorization`` dropped on another origin); on another
 origin the probe also drops every header from the endpoint's ``headers:`` and a 307/308 body
-(:meth:`Prober._leave_origin`), unless ``redirect_keep_headers: true``.  Under it,
+(:meth:`Prober._next_hop`), unless ``redirect_keep_headers: true``.  Under it,
 :class:`~availability_exporter.transport.ProbeTransport` carries the bytes and reports phases
 through the ``trace`` extension.  The probe follows at most 10 redirects itself, so each hop's
 body is drained by the transport instead of being buffered by httpx.
@@ -428,6 +428,7 @@ class Prober:
             extensions={ROUTE: self.route(endpoint), "trace": phases},
         )
         hops = 0
+        away = False  # a hop has gone to another origin: configured headers stay behind
         while True:
             try:
                 response = await self.client.send(request)
@@ -443,29 +444,35 @@ class Prober:
                 return response, hops
             if hops == MAX_REDIRECTS:
                 raise ProbeFailure("redirects", f"more than {MAX_REDIRECTS} redirects")
-            if not _same_origin(request.url, next_request.url):
-                next_request = self._leave_origin(endpoint, next_request,
-                                                  response.status_code)
+            away = away or not _same_origin(request.url, next_request.url)
+            if endpoint.headers or endpoint.body is not None:
+                next_request = self._next_hop(endpoint, next_request, response.status_code,
+                                              away=away)
             request = next_request
             hops += 1
 
-    def _leave_origin(
-        self, endpoint: Endpoint, request: httpx.Request, code: int,
+    def _next_hop(
+        self, endpoint: Endpoint, request: httpx.Request, code: int, *, away: bool,
     ) -> httpx.Request:
-        """The next hop's request without what the endpoint's config meant for its own origin.
+        """httpx's request for the next hop, with the configured headers the config means.
 
-        httpx drops only ``Authorization`` on another origin; an ``X-Api-Key`` or ``Cookie``
-        from ``headers:`` (often a ${VAR} secret) and a 307/308 body would follow.  Dropped
-        once, they stay dropped on later hops (each hop's request copies the previous one), even
-        back on the first origin: a redirect chain decides where a probe goes, not the config.
-        With ``redirect_keep_headers: true`` every configured header goes on, ``Authorization``
-        included (as curl's ``--location-trusted``); URL credentials never do.
+        ``away``: some hop so far went to another origin (scheme, host or port).  httpx drops
+        only ``Authorization`` (and, on every hop, ``Cookie``) there; an ``X-Api-Key`` from
+        ``headers:`` (often a ${VAR} secret) and a 307/308 body would follow, so the probe
+        drops every configured header and that body.  They stay dropped for the rest of the
+        chain, even back on the first origin: a redirect chain decides where a probe goes, not
+        the config.  Until then
+        (and always with ``redirect_keep_headers: true``, ``Authorization`` included, as curl's
+        ``--location-trusted``) every configured header goes on: httpx drops a ``Cookie``
+        header on every redirect, even to the same origin.  URL credentials never follow.
         """
         headers = request.headers.copy()
-        if endpoint.redirect_keep_headers:
-            for name, value in endpoint.headers:
-                if name not in headers:
-                    headers[name] = value
+        if endpoint.redirect_keep_headers or not away:
+            missing = [(k, v) for k, v in endpoint.headers if k not in headers]
+            if not missing:
+                return request
+            for name, value in missing:
+                headers[name] = value
             return httpx.Request(request.method, request.url, headers=headers,
                                  stream=request.stream, extensions=request.extensions)
         for name, _ in endpoint.headers:
