@@ -20,11 +20,12 @@ import trustme
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from availability_exporter import statefile
 from availability_exporter.config import ConfigError, Defaults, load_config, parse_config
 from availability_exporter.maintenance import CronWindow, OneOffWindow, Windows
 from availability_exporter.metrics import exposition
 from availability_exporter.model import Endpoint, ProbeResult, State
-from availability_exporter.stats import Stats
+from availability_exporter.stats import SavedCounts, Stats
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
@@ -284,3 +285,21 @@ def test_config_check_accepts_both_sentences(tmp_path: Path) -> None:
     run = subprocess.run([sys.executable, "-m", "availability_exporter", "--config.check",
                           str(config)], capture_output=True, text=True, timeout=60, check=False)
     assert (run.returncode, run.stderr) == (0, "")
+
+
+def test_counts_after_a_window_survive_the_state_file(tmp_path: Path) -> None:
+    """Probes in a window stay out of every cumulative count, the histogram included, so the
+    state file's consistency check (histogram count == up + degraded + down) still holds."""
+    stats = Stats()
+    stats.apply(endpoints(SUNDAY))
+    a = stats.get("a")
+    assert a is not None
+    for when, state in ((SUNDAY_0200 - 15, State.UP), (SUNDAY_0200, State.DOWN),
+                        (SUNDAY_0200 + 15, State.DEGRADED), (SUNDAY_0200 + 3600, State.DOWN)):
+        stats.record(a, result(when, state))
+    assert (a.up, a.degraded, a.down, a.maintenance) == (1, 0, 1, 2)
+    assert sum(a.bucket_counts) == a.total == 2
+    path = tmp_path / "state.json"
+    key = statefile.url_key(a.endpoint.url)
+    statefile.write(path, [("a", key, SavedCounts.of(a))])
+    assert statefile.read(path) == {("a", key): SavedCounts.of(a)}

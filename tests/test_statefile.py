@@ -474,3 +474,18 @@ def test_removed_endpoints_are_kept_24_hours_for_an_undo(tmp_path: Path) -> None
     state.retired[key] = (saved, time.time() - statefile.RETIRED_SECONDS - 1)
     state.write(state.pending(again))
     assert [e["name"] for e in json.loads(state.path.read_text())["endpoints"]] == ["a"]
+
+
+def test_a_file_from_before_a_new_reason_keeps_its_counts(tmp_path: Path) -> None:
+    """REASONS grows at its end (``content`` came with response checks): a state file
+    written with the older, shorter list still restores, the new reasons at zero."""
+    older = REASONS[: REASONS.index("content")]
+    document = {**GOOD, "reasons": list(older)}
+    document = _broken(document, failures=[1, 1] + [0] * (len(older) - 2))
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps(document))
+    assert statefile.read(path) == {("a", statefile.url_key("http://a/")): SavedCounts(
+        2, 1, 1, (1, 1) + (0,) * (len(REASONS) - 2), (4,) + (0,) * (SLOTS - 1), 0.5)}
+    # Not a prefix (reordered or renamed): still unusable.
+    path.write_text(json.dumps({**GOOD, "reasons": list(reversed(REASONS))}))
+    assert statefile.read(path) == {}

@@ -172,8 +172,14 @@ def load(path: Path) -> Saved:
 def _parse(document: Any) -> Saved:
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise ValueError("not an availability-exporter state file")
-    if document.get("reasons") != list(REASONS) or document.get("buckets") != list(BUCKETS):
+    reasons = document.get("reasons")
+    # REASONS only ever grows at its end (content came with expect:): a file written before a
+    # new reason keeps its counts, the new reason starting at zero.
+    if (not isinstance(reasons, list) or not reasons
+            or reasons != list(REASONS[: len(reasons)])
+            or document.get("buckets") != list(BUCKETS)):
         raise ValueError("written with different reasons or buckets")
+    new_reasons = (0,) * (len(REASONS) - len(reasons))
     salt = document.get("salt", "")
     if not isinstance(salt, str) or len(salt) > 256:
         raise ValueError("the salt is not a short string")
@@ -182,7 +188,7 @@ def _parse(document: Any) -> Saved:
     for item in document["endpoints"]:
         counts = SavedCounts(
             up=_count(item["up"]), degraded=_count(item["degraded"]), down=_count(item["down"]),
-            failures=tuple(_count(v) for v in item["failures"]),
+            failures=tuple(_count(v) for v in item["failures"]) + new_reasons,
             buckets=tuple(_count(v) for v in item["buckets"]),
             duration_sum=float(item["duration_sum"]),
         )
@@ -246,6 +252,7 @@ class StateFile:
         # (name, url key) -> (counts, removed at); only endpoints that were probed.
         self.retired: dict[tuple[str, str], tuple[SavedCounts, float]] = {}
         self._lock_fd: int | None = None
+        self._keys: dict[str, str] = {}  # url -> key under self.salt; emptied on each apply
 
     def lock(self) -> None:
         """Hold an exclusive lock on ``<file>.lock`` for this process's life.
@@ -280,13 +287,18 @@ class StateFile:
             self._lock_fd = None
 
     def key(self, url: str) -> str:
-        return url_key(url, self.salt)
+        """The URL's key in this file (cached: a write hashes every endpoint's URL)."""
+        key = self._keys.get(url)
+        if key is None:
+            key = self._keys[url] = url_key(url, self.salt)
+        return key
 
     def restore(self, stats: Stats, saved: Saved) -> int:
         """Restore the current endpoints' counts from the file's content (:func:`load`); the
         others are kept as removed (since their ``removed_at``, or now).  Returns how many
         endpoints were restored."""
         restored = stats.restore(saved.counts, lambda url: url_key(url, saved.salt))
+        self._keys.clear()
         if saved.salt:
             self.salt = saved.salt
             now = time.time()
@@ -320,6 +332,8 @@ class StateFile:
         if back:
             stats.restore(back, self.key)
         self._expire(now)
+        # Only the current endpoints' URLs stay cached, so reloads cannot grow the cache.
+        self._keys = {e.url: self.key(e.url) for e in endpoints}
 
     def _expire(self, now: float) -> None:
         for key in [k for k, (_, at) in self.retired.items() if now - at > RETIRED_SECONDS]:

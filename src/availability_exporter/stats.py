@@ -35,7 +35,7 @@ _ERRORS: dict[str, str] = {}  # one shared copy of each distinct error message
 
 
 class History:
-    """The last HISTORY results of one endpoint, packed: 48 bytes each instead of ~350.
+    """The last HISTORY results of one endpoint, packed: 40-48 bytes each instead of ~350.
 
     10,000 endpoints x 50 full ProbeResult objects would cost about 175 MB; packed they cost
     about 25 MB (bench/memory.py).  The pages and the API are the only readers, and they
@@ -46,7 +46,9 @@ class History:
 
     def __init__(self) -> None:
         self._packed = bytearray(_RECORD.size * HISTORY)
-        self._errors: list[str | None] = [None] * HISTORY
+        # Made at the first error: an endpoint that never failed keeps no list (4 MB saved
+        # at 10,000 healthy endpoints).
+        self._errors: list[str | None] | None = None
         self._count = 0
 
     def __len__(self) -> int:
@@ -66,12 +68,16 @@ class History:
             if len(_ERRORS) > 10_000:
                 _ERRORS.clear()
             error = _ERRORS.setdefault(error, error)
-        self._errors[slot] = error
+            if self._errors is None:
+                self._errors = [None] * HISTORY
+        if self._errors is not None:
+            self._errors[slot] = error
         self._count += 1
 
     def results(self) -> list[ProbeResult]:
         """The kept results, oldest first, rebuilt at once (no await can interleave)."""
         first = self._count - len(self)
+        errors = self._errors or [None] * HISTORY
         out: list[ProbeResult] = []
         for n in range(first, self._count):
             slot = n % HISTORY
@@ -81,7 +87,7 @@ class History:
                 state=_STATE_LIST[state], reason=REASONS[reason] if reason >= 0 else None,
                 status_code=status, duration=duration, phases=(p0, p1, p2, p3, p4),
                 finished_at=finished, cert_not_after=float(cert) if cert else None,
-                error=self._errors[slot],
+                error=errors[slot],
             ))
         return out
 
@@ -127,20 +133,26 @@ class EndpointStats:
 
     def add(self, result: ProbeResult, *, maintenance: bool = False) -> None:
         """Count a result; one inside a maintenance window counts only as ``maintenance``
-        (its state, latency and history are kept all the same)."""
+        (its state, last-probe gauges and history are kept all the same).
+
+        The cumulative counts (up/degraded/down, failures, the latency histogram) take only
+        probes outside windows, so the histogram's count stays their sum (the state file
+        checks it) and every cumulative figure means the same set of probes.
+        """
         self.in_maintenance = maintenance
         if maintenance:
             self.maintenance += 1
-        elif result.state is State.UP:
-            self.up += 1
-        elif result.state is State.DEGRADED:
-            self.degraded += 1
         else:
-            self.down += 1
-        if result.reason is not None and not maintenance:
-            self.failures[_REASON_INDEX[result.reason]] += 1
-        self.bucket_counts[bisect.bisect_left(BUCKETS, result.duration)] += 1
-        self.duration_sum += result.duration
+            if result.state is State.UP:
+                self.up += 1
+            elif result.state is State.DEGRADED:
+                self.degraded += 1
+            else:
+                self.down += 1
+            if result.reason is not None:
+                self.failures[_REASON_INDEX[result.reason]] += 1
+            self.bucket_counts[bisect.bisect_left(BUCKETS, result.duration)] += 1
+            self.duration_sum += result.duration
         if result.cert_not_after is not None:
             self.cert_not_after = result.cert_not_after
         if self.last is None or self.last.state is not result.state:
