@@ -188,7 +188,8 @@ FAMILIES: tuple[EndpointFamily, ...] = (
         _failures),
     EndpointFamily(
         "availability_probe_duration_seconds", "histogram",
-        "Whole-probe latency in seconds, from the request's real start to the end of the body.",
+        "Whole-probe latency in seconds, from the request's real start to the end of the body "
+        "(probes outside maintenance windows).",
         _duration),
     EndpointFamily(
         "availability_probe_phase_duration_seconds", "gauge",
