@@ -28,7 +28,8 @@ pytestmark = pytest.mark.timeout(300)
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 BLACKBOX = "prometheus-blackbox-exporter"
-BENCHMARKS = ("capacity", "accuracy", "scrape", "memory", "startup", "scaling", "run_all")
+BENCHMARKS = ("capacity", "accuracy", "scrape", "memory", "startup", "scaling", "run_all",
+              "held_connections")
 PER_ENDPOINT_FAMILIES = (
     "availability_endpoint_up",
     "availability_endpoint_state",
@@ -80,6 +81,18 @@ def test_every_benchmark_is_a_command(name: str) -> None:
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert "usage:" in done.stdout
+
+
+def test_held_connections_make_no_endpoint_down(tmp_path: Path) -> None:
+    data, printed = run_bench("held_connections", tmp_path, "--endpoints", "100", "--sizes",
+                              "300", "--nofile", "512", "--cycles", "1", "--interval", "2",
+                              "--timeout", "1")
+    phases = data["figures"]["phases"]
+    assert [(p["kind"], p["held"]) for p in phases] == [("idle", 300), ("half-sent", 300)]
+    for phase in phases:
+        assert phase["probes"] >= 100, printed
+        assert phase["false_downs"] == 0, printed
+        assert phase["failed_scrapes"] == 0, printed
 
 
 def test_capacity_probes_every_endpoint_every_cycle(tmp_path: Path) -> None:

@@ -38,6 +38,7 @@ class Options:
     chunks: int = 300_000
     head_kib: int = 87
     drip_seconds: float = 10.0
+    nofile: int = 2048
     no_blackbox: bool = False
     no_daemon: bool = False
     no_scrape: bool = False
@@ -71,6 +72,7 @@ HELP: dict[str, str] = {
     "chunks": "one-byte chunks in the hostile chunked body",
     "head_kib": "size of the hostile header block (KiB)",
     "drip_seconds": "how long the socket drip of the header block runs (s)",
+    "nofile": "the exporter's descriptor limit (ulimit -n, soft and hard)",
 }
 
 
