@@ -15,6 +15,7 @@ Every loop here is bounded (a count or a deadline).
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -136,6 +137,34 @@ def test_out_of_descriptors_is_the_exporters_error(targets: Targets, tmp_path: P
         cycles = required_sample(metrics, "availability_exporter_cycles_total")
         assert lines <= cycles + 1
         assert "Too many open files" in proc.stderr
+
+
+def test_idle_tls_session_is_closed(tmp_path: Path) -> None:
+    """A TLS connection that completes its handshake and then says nothing is closed too."""
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1")
+    leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "server.pem"))
+    leaf.private_key_pem.write_to_path(str(tmp_path / "server.key"))
+    (tmp_path / "web.yml").write_text(
+        "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n")
+    config = write_config(tmp_path / "e.yaml", [("self", f"http://{HOST}:{refused_port()}/")])
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    with ExporterProcess(config, "-f", "5", "--web.config.file",
+                         str(tmp_path / "web.yml")) as proc:
+        proc.wait_stderr("serving /metrics")
+        raw = socket.create_connection((HOST, proc.port), timeout=5.0)
+        with context.wrap_socket(raw, server_hostname=HOST) as tls:
+            tls.settimeout(HEAD_TIMEOUT_SECONDS + 5)
+            started = time.monotonic()
+            try:
+                data = tls.recv(1024)
+            except (ConnectionResetError, ssl.SSLError):
+                data = b""
+            waited = time.monotonic() - started
+        assert data == b"", data
+        assert waited < HEAD_TIMEOUT_SECONDS + 4
 
 
 # -- 4. the lifecycle API and the pages' headers ----------------------------------------------
