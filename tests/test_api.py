@@ -106,7 +106,8 @@ def test_status_before_and_after_a_cycle(targets: Endpoints, tmp_path: Path) -> 
     run(body())
 
 
-def test_filters_and_bad_filter_values(targets: Endpoints, tmp_path: Path) -> None:
+def test_filters_and_bad_filter_values(targets: Endpoints, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
     config = write(tmp_path / "e.yaml", targets.config(
         "fast ok", "server error", "slow one", "second ok"))
 
@@ -130,6 +131,13 @@ def test_filters_and_bad_filter_values(targets: Endpoints, tmp_path: Path) -> No
                 code, error = await get_status(client, **params)
                 assert code == 400, params
                 assert set(error) == {"version", "error"}
+            # Streamed in batches (2 here): the pieces make the same document.
+            monkeypatch.setattr(api, "BATCH", 2)
+            whole = await client.get("/api/v1/status")
+            VALIDATOR.validate(whole.json())
+            assert len(whole.json()["endpoints"]) == 4
+            pieces = b"".join(api.status_pieces(exporter.status, {}, now=1.0))
+            assert json.loads(pieces) == api.status_document(exporter.status, {}, now=1.0)
             response = await client.get("/api/v1/status?state=up&state=down")
             assert response.status_code == 400 and "once" in response.json()["error"]
             code, error = await get_status(client, state="sideways")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from importlib import resources
 from typing import Any
 
@@ -35,6 +35,7 @@ from availability_exporter.stats import EndpointStats
 from availability_exporter.status import StatusView
 
 VERSION = 1
+BATCH = 250  # endpoints encoded between two turns of the event loop
 CONTENT_TYPE = b"application/json; charset=utf-8"
 
 
@@ -70,6 +71,34 @@ def _endpoint(s: EndpointStats) -> dict[str, Any]:
 def status_document(status: StatusView, query: Mapping[str, Sequence[str]],
                     now: float | None = None) -> dict[str, Any]:
     """The answer as a dict; raises ``overview.FilterError`` for a query it does not accept."""
+    document, rows = _document(status, query, now)
+    document["endpoints"] = [_endpoint(s) for s in rows]
+    return document
+
+
+def status_pieces(status: StatusView, query: Mapping[str, Sequence[str]],
+                  now: float | None = None) -> Iterator[bytes]:
+    """The answer as JSON in pieces of ``BATCH`` endpoints, so the web server can hand the
+    loop back to the probes between them (10,000 endpoints are ~3.5 MB of JSON).  Raises
+    ``overview.FilterError`` at once, before any piece, for a query it does not accept."""
+    document, rows = _document(status, query, now)
+    document["endpoints"] = []
+    head = encode(document)
+    # "endpoints" is the last key: the document ends with `[]}` and a newline.
+    assert head.endswith(b"[]}\n")
+    return _pieces(head[:-3], rows)
+
+
+def _pieces(head: bytes, rows: list[EndpointStats]) -> Iterator[bytes]:
+    yield head
+    for start in range(0, len(rows), BATCH):
+        batch = b",".join(encode(_endpoint(s))[:-1] for s in rows[start:start + BATCH])
+        yield (b"," if start else b"") + batch
+    yield b"]}\n"
+
+
+def _document(status: StatusView, query: Mapping[str, Sequence[str]],
+              now: float | None) -> tuple[dict[str, Any], list[EndpointStats]]:
     filters = parse_filters(query, configured_domains(status))
     now = time.time() if now is None else now
     cycle = status.cycle_stats()
@@ -104,8 +133,8 @@ def status_document(status: StatusView, query: Mapping[str, Sequence[str]],
                 "span_seconds": d.recent_span,
             },
         } for d in domains],
-        "endpoints": [_endpoint(s) for s in most_urgent_first(status, filters)],
-    }
+        "endpoints": None,  # filled by the caller, and always the last key
+    }, most_urgent_first(status, filters)
 
 
 def encode(document: Mapping[str, Any]) -> bytes:

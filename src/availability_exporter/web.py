@@ -235,14 +235,19 @@ class App:
     async def api_status(self, scope: Scope, send: Send) -> None:
         """``/api/v1/status`` (see ``api``): 200 with the status, 400 for a bad filter."""
         try:
-            body = api.encode(api.status_document(self.status, _query(scope)))
+            pieces = api.status_pieces(self.status, _query(scope))
         except FilterError as exc:
             await respond(send, 400, api.error_body(str(exc)), content_type=api.CONTENT_TYPE,
                           headers=[(b"x-content-type-options", b"nosniff")])
             return
-        await respond(send, 200, body, content_type=api.CONTENT_TYPE,
-                      headers=[(b"x-content-type-options", b"nosniff"),
-                               (b"cache-control", b"no-store")])
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", api.CONTENT_TYPE), (b"x-content-type-options", b"nosniff"),
+            (b"cache-control", b"no-store")]})
+        if scope["method"] != "HEAD":
+            for piece in pieces:
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+                await asyncio.sleep(0)  # the probes' turn between batches
+        await send({"type": "http.response.body", "body": b""})
 
     async def badge(self, scope: Scope, send: Send) -> None:
         """``/badge/endpoint/{name}.svg`` and ``/badge/domain/{domain}.svg`` (see ``badges``);
@@ -450,13 +455,36 @@ class WebServer:
         )
         self.server = uvicorn.Server(self.config)
 
+    async def _startup(self) -> None:
+        """What ``Server.startup(sockets=[sock])`` does, with a deadline for TLS handshakes.
+
+        uvicorn passes no ``ssl_handshake_timeout`` to ``create_server``, so a client that opens
+        a TLS connection and never finishes its handshake would hold a descriptor for asyncio's
+        default 60 s; here it gets HEAD_TIMEOUT_SECONDS, as a plain connection gets for its head.
+        """
+        server, config = self.server, self.config
+        await server.lifespan.startup()  # lifespan="off": nothing to start
+
+        def create_protocol(_loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=server.server_state,
+                app_state=server.lifespan.state, _loop=_loop,
+            )
+
+        listener = await asyncio.get_running_loop().create_server(
+            create_protocol, sock=self.sock, ssl=config.ssl, backlog=config.backlog,
+            ssl_handshake_timeout=HEAD_TIMEOUT_SECONDS if config.ssl is not None else None,
+        )
+        server.servers = [listener]
+        server.started = True
+
     async def serve(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set (or this task is cancelled), then close gracefully."""
         server, config = self.server, self.config
         config.load()
         config.http_protocol_class = guarded(config.http_protocol_class, self.guard)
         server.lifespan = config.lifespan_class(config)  # what serve() sets up before startup
-        await server.startup(sockets=[self.sock])
+        await self._startup()
 
         async def exit_on_stop() -> None:
             await stop.wait()
