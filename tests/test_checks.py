@@ -263,3 +263,25 @@ def test_bad_expectations_are_config_errors_with_a_line(
     problems = info.value.problems
     assert any(message in p for p in problems), problems
     assert all(p.startswith("t.yaml:") and "endpoint 'x'" in p for p in problems), problems
+
+
+def test_only_endpoints_with_body_checks_keep_the_body() -> None:
+    """The transport keeps BODY_CAP bytes for body and JSON checks, nothing otherwise (a
+    header or size check needs only the headers and the body's full size)."""
+    prober = Prober()
+    try:
+        kept = {
+            name: prober.route(endpoint("http://127.0.0.1:1", "/", expect)).keep
+            for name, expect in {
+                "none": None,
+                "status": {"status": [200]},
+                "headers": {"headers": {"Content-Type": "json"}},
+                "size": {"max_body_bytes": 10},
+                "body": {"body_contains": "ok"},
+                "json": {"json": [{"path": "status", "exists": True}]},
+            }.items()
+        }
+    finally:
+        asyncio.run(prober.aclose())
+    assert kept == {"none": 0, "status": 0, "headers": 0, "size": 0, "body": BODY_CAP,
+                    "json": BODY_CAP}
