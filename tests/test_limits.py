@@ -140,7 +140,8 @@ def test_out_of_descriptors_is_the_exporters_error(targets: Targets, tmp_path: P
 
 
 def test_idle_tls_session_is_closed(tmp_path: Path) -> None:
-    """A TLS connection that completes its handshake and then says nothing is closed too."""
+    """A TLS connection that completes its handshake and then says nothing is closed too,
+    and so is one that never completes its handshake."""
     trustme = pytest.importorskip("trustme")
     ca = trustme.CA()
     leaf = ca.issue_cert("127.0.0.1")
@@ -161,6 +162,17 @@ def test_idle_tls_session_is_closed(tmp_path: Path) -> None:
             try:
                 data = tls.recv(1024)
             except (ConnectionResetError, ssl.SSLError):
+                data = b""
+            waited = time.monotonic() - started
+        assert data == b"", data
+        assert waited < HEAD_TIMEOUT_SECONDS + 4
+        # A handshake that never starts (no ClientHello) is cut as soon (asyncio: 60 s).
+        with socket.create_connection((HOST, proc.port), timeout=5.0) as stalled:
+            stalled.settimeout(HEAD_TIMEOUT_SECONDS + 5)
+            started = time.monotonic()
+            try:
+                data = stalled.recv(1024)
+            except ConnectionResetError:
                 data = b""
             waited = time.monotonic() - started
         assert data == b"", data

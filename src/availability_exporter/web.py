@@ -433,7 +433,8 @@ class WebServer:
     own handlers for the first two (``capture_signals``) and re-raise the signals it caught once
     it stops, which the daemon would take for a second stop request.  So this drives the
     server's public steps itself (``startup``, ``main_loop``, ``shutdown``), the ones ``serve()``
-    wraps, and stops it with ``should_exit``: uvicorn touches no signal at all.
+    wraps, and stops it with ``should_exit``: uvicorn touches no signal at all.  Its startup is
+    ``_startup``, uvicorn's own for a given socket plus a TLS handshake deadline.
     """
 
     def __init__(
