@@ -146,6 +146,7 @@ def test_strips_sparklines_and_since_times(exporter: ExporterProcess, driver: An
         assert spark.find_elements(By.CSS_SELECTOR, "line.threshold")
         since = row.find_element(By.CSS_SELECTOR, "td.since").text
         assert since.startswith(f"{state} for "), since
+        assert "\nsince " in since and since.endswith(" UTC"), since
     assert "connection refused" in rows["refused"].text
 
     driver.get(f"{exporter.base_url}/endpoint?name=slow%20one")

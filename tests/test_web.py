@@ -518,3 +518,82 @@ def test_reload_needs_post_and_unknown_paths_are_404(targets: Endpoints, tmp_pat
             assert (await client.get("/nope")).status_code == 404
 
     run(body())
+
+
+# -- issue 14: strips, sparklines, since-times, pages, words ------------------------------------
+
+def test_index_strips_sparklines_since_and_pages(targets: Endpoints, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from availability_exporter import pages
+
+    config = write(tmp_path / "e.yaml", targets.config("fast ok", "server error", "slow one",
+                                                       "refused"))
+
+    async def body() -> None:
+        async with exporter_client(config) as (exporter, client):
+            await run_cycles(exporter, 3)
+            text = (await client.get("/")).text
+            page = Page(text)
+            rows = {row.attrs["data-endpoint"]: row.cells for row in page.tables["endpoints"]
+                    if "data-endpoint" in row.attrs}
+            # Most urgent first: the down ones (the longest down first), degraded, then up.
+            assert set(list(rows)[:2]) == {"server error", "refused"}
+            assert list(rows)[2:] == ["slow one", "fast ok"]
+            first_down = [exporter.stats.get(name or "") for name in list(rows)[:2]]
+            assert [s.since for s in first_down if s] == sorted(s.since or 0 for s in first_down
+                                                               if s)
+            assert rows["server error"][3].startswith("down for ")
+            assert rows["slow one"][3].startswith("degraded for ")
+            assert "since " in rows["fast ok"][3] and rows["fast ok"][3].endswith("UTC")
+            assert rows["refused"][6].startswith("connection refused")
+            # Three bars per strip, each with its tooltip; one sparkline per row.
+            assert text.count('<rect class="down"') == 6
+            assert text.count('<rect class="degraded"') == 3
+            assert text.count('<rect class="up"') == 3
+            assert text.count('class="spark"') == 4
+            assert "<script" not in text.lower()
+
+            monkeypatch.setattr(pages, "PAGE_ROWS", 3)
+            first = Page((await client.get("/")).text)
+            assert len(first.endpoint_states()) == 3 and "/?page=2" in first.links
+            second = Page((await client.get("/", params={"page": "2"})).text)
+            assert second.endpoint_states() == {"fast ok": "up"}
+            down = Page((await client.get("/", params={"state": "down"})).text)
+            assert set(down.endpoint_states()) == {"server error", "refused"}
+            for bad in ({"state": "sideways"}, {"page": "0"}, {"colour": "red"}):
+                response = await client.get("/", params=bad)
+                assert response.status_code == 400, bad
+                assert "state" in response.text
+
+    run(body())
+
+
+def test_endpoint_page_dashes_words_and_chart(targets: Endpoints, tmp_path: Path) -> None:
+    config = write(tmp_path / "e.yaml", targets.config("slow one", "refused"))
+
+    async def body() -> None:
+        async with exporter_client(config) as (exporter, client):
+            await run_cycles(exporter)
+            response = await client.get("/endpoint", params={"name": "slow one"})
+            page = Page(response.text)
+            settings = {row.cells[0]: row.cells[1] for row in page.tables["settings"]}
+            assert settings["follow redirects"] == "yes (at most 10)"
+            assert settings["verify TLS"].startswith("yes")
+            assert settings["HTTP/2"] == "no" and settings["proxy"] == "no"
+            header = page.tables["history"][0].cells
+            cells = dict(zip(header, page.tables["history"][1].cells, strict=True))
+            assert cells["tls"] == "\N{EN DASH}"  # plain HTTP: no TLS phase at all
+            assert cells["wait"].endswith(" ms")
+            assert cells["message"].startswith("answered, but slower than the latency")
+            assert "over the 500 ms threshold" in cells["message"]  # the technical line
+            assert 'class="chart"' in response.text and 'class="ph-wait"' in response.text
+
+            page = Page((await client.get("/endpoint", params={"name": "refused"})).text)
+            header = page.tables["history"][0].cells
+            cells = dict(zip(header, page.tables["history"][1].cells, strict=True))
+            # Refused while connecting: nothing after connect happened.
+            assert [cells[p] for p in ("tls", "request", "wait", "transfer")] == (
+                ["\N{EN DASH}"] * 4)
+            assert cells["message"].startswith("connection refused (nothing listens")
+
+    run(body())

@@ -60,6 +60,12 @@ def _when(timestamp: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(timestamp))
 
 
+def _moment(timestamp: float, now: float) -> str:
+    """A past moment, short: the time of day within the last 24 hours, else the date too."""
+    pattern = "%H:%M:%S UTC" if now - timestamp < 86_400 else "%Y-%m-%d %H:%M UTC"
+    return time.strftime(pattern, time.gmtime(timestamp))
+
+
 def _quote(text: object) -> str:
     """For a query-string value: every reserved character encoded, ``/`` included."""
     return quote(str(text), safe="")
@@ -77,7 +83,7 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(ms=_ms, when=_when, quote=_quote, yes_no=_yes_no,
+    env.filters.update(ms=_ms, when=_when, moment=_moment, quote=_quote, yes_no=_yes_no,
                        duration=duration_words)
     env.globals.update(percentage=percentage, version=__version__, phases=PHASES,
                        history_size=HISTORY)
