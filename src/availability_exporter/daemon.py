@@ -94,9 +94,10 @@ async def off_loop(func: Callable[..., T], *args: Any) -> T:
     return await future
 
 
-# Descriptors kept for the probes beyond one per probe in flight: the state file, the config
-# reads, DNS threads, the listening socket, stdio and the interpreter's own.
-FD_HEADROOM = 64
+# Descriptors kept beyond one per probe in flight: 64 for the state file, the config reads,
+# DNS threads, the listening socket, stdio and the interpreter's own; 3 x 64 for the batches of
+# web connections asyncio accepts before the web server's limit sees them (web.ACCEPT_BACKLOG).
+FD_HEADROOM = 64 + 3 * 64
 # Web connections are never capped below this, whatever the descriptor limit.
 MIN_WEB_CONNECTIONS = 16
 

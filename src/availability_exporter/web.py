@@ -313,6 +313,12 @@ KEEP_ALIVE_SECONDS = 20
 MAX_HEAD_BYTES = 64 * 1024
 # --web.max-connections's default, as Prometheus's own.
 DEFAULT_MAX_CONNECTIONS = 512
+# The listen queue, which is also how many connections asyncio accepts in one go before any of
+# them reaches the guard (uvloop hands each one over as it accepts it).  Under a flood about
+# three such batches hold descriptors beyond the limit for a moment (one accepted, one being
+# evicted, one closing): daemon.FD_HEADROOM keeps room for them.  A full queue only delays a
+# scraper's connection (its SYN is retried), it does not refuse it.
+ACCEPT_BACKLOG = 64
 
 
 class ConnectionGuard:
@@ -449,6 +455,7 @@ class WebServer:
             # The guard keeps connections at max_connections; uvicorn's own limit is the
             # backstop for requests in flight (it answers 503 beyond it).
             limit_concurrency=max_connections + 1, timeout_keep_alive=KEEP_ALIVE_SECONDS,
+            backlog=ACCEPT_BACKLOG,
             h11_max_incomplete_event_size=MAX_HEAD_BYTES,
             # No "server: uvicorn" (it names the software to an attacker); Date is harmless.
             server_header=False, date_header=True,
