@@ -229,6 +229,22 @@ def test_reload_only_by_post_and_a_failure_says_nothing_of_the_file(targets: Tar
         proc.stop_cleanly()
 
 
+def test_cross_site_reload_is_refused_even_with_the_flag(targets: Targets,
+                                                         tmp_path: Path) -> None:
+    """A form on another site's page POSTing to /-/reload: the browser says where it came from."""
+    config = write_config(tmp_path / "e.yaml", [("ok", targets.url("/ok"))])
+    with ExporterProcess(config, "-f", "1", "--web.enable-lifecycle") as proc:
+        proc.wait_serving()
+        for headers in ({"Origin": "http://attacker.example"}, {"Origin": "null"},
+                        {"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"}):
+            response = proc.client.post("/-/reload", headers=headers)
+            assert response.status_code == 403, headers
+        same = {"Origin": proc.base_url, "Sec-Fetch-Site": "same-origin"}
+        assert proc.client.post("/-/reload", headers=same).status_code == 200
+        assert proc.client.post("/-/reload").status_code == 200  # curl, Prometheus tooling
+        proc.stop_cleanly()
+
+
 def test_allowed_hosts_refuse_other_host_headers(targets: Targets, tmp_path: Path) -> None:
     config = write_config(tmp_path / "e.yaml", [("ok", targets.url("/ok"))])
     with ExporterProcess(config, "-f", "1", "--web.allowed-hosts",

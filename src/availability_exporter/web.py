@@ -186,6 +186,10 @@ class App:
         if not self.enable_lifecycle:
             await respond(send, 403, b"Lifecycle API is not enabled (--web.enable-lifecycle)\n")
             return
+        if _cross_site(_headers(scope)):
+            # A browser sent this from another site's page (a form POST needs no CORS): no.
+            await respond(send, 403, b"cross-site request refused\n")
+            return
         try:
             await self.status.reload()
         except ConfigError:
@@ -280,6 +284,19 @@ async def _lifespan(receive: Receive, send: Send) -> None:
 
 def _headers(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+def _cross_site(headers: Mapping[str, str]) -> bool:
+    """A browser request made by another site's page (``Sec-Fetch-Site``, else ``Origin``
+    against ``Host``); tools such as curl and Prometheus send neither header."""
+    fetch_site = headers.get("sec-fetch-site", "").strip().lower()
+    if fetch_site:
+        return fetch_site not in ("same-origin", "none")
+    origin = headers.get("origin", "").strip().lower()
+    if not origin:
+        return False
+    host = origin.partition("://")[2]
+    return host != headers.get("host", "").strip().lower()
 
 
 def _query(scope: Scope) -> dict[str, list[str]]:
