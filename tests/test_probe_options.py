@@ -11,6 +11,7 @@ import json
 import socket
 import ssl
 import threading
+import tracemalloc
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from availability_exporter.model import Endpoint, ProbeResult, State
 from availability_exporter.probe import Prober
 
 HOST = "127.0.0.1"
+BIG = 16 * 1024 * 1024  # an HTTP/2 body far larger than the 1 MiB a probe keeps
 
 
 def endpoint(url: str, **extra: object) -> Endpoint:
@@ -287,7 +289,13 @@ def test_http2_goes_over_h2(background: Background, pki: dict[str, Path]) -> Non
         versions.append(scope["http_version"])
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/plain")]})
-        await send({"type": "http.response.body", "body": b"ok"})
+        if scope["path"] != "/big":
+            await send({"type": "http.response.body", "body": b"ok"})
+            return
+        piece = b"x" * 65536
+        for _ in range(BIG // len(piece)):
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
+        await send({"type": "http.response.body", "body": b"UP"})
 
     sock = socket.socket()
     sock.bind((HOST, 0))
@@ -319,6 +327,19 @@ def test_http2_goes_over_h2(background: Background, pki: dict[str, Path]) -> Non
         plain = probe(endpoint(url, tls={"ca_file": str(pki["ca"])}))
         assert plain.state is State.UP
         assert versions == ["2", "1.1"]
+        # httpx's own transport streams the body: it is read to its end, never held whole.
+        big = endpoint(f"https://{HOST}:{port}/big", http2=True, latency_threshold=4,
+                       tls={"ca_file": str(pki["ca"])},
+                       expect={"body_not_contains": "UP", "max_body_bytes": BIG + 2})
+        tracemalloc.start()
+        try:
+            result = probe(big)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        # The kept first MiB has no "UP"; the whole size is BIG + 2, within the limit.
+        assert (result.state, result.reason) == (State.UP, None), result
+        assert peak < BIG // 2, f"{peak} bytes at peak for a {BIG}-byte body"
     finally:
         background.run(set_stop())
         served.result(10)

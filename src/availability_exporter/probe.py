@@ -358,12 +358,13 @@ class Prober:
         hops = 0
         status = 0
         response: httpx.Response | None = None
+        body, size = b"", 0
         reason: str | None = None
         error: str | None = None
         start = time.perf_counter()
         try:
             async with asyncio.timeout(endpoint.timeout):
-                response, hops = await self._exchange(endpoint, phases)
+                response, body, size, hops = await self._exchange(endpoint, phases)
                 status = response.status_code
         except (Exception, TimeoutError) as exc:
             status = phases.status  # headers may have arrived before the failure
@@ -381,8 +382,6 @@ class Prober:
             expect = endpoint.expect
             content = None
             if expect is not None and response is not None and expect.status_ok(status):
-                body = response.content
-                size = response.extensions.get(BODY_BYTES, len(body))
                 failed = expect.failure(response.headers, body, size)
                 # A body may echo part of a secret ("Bearer <token>" sent, "<token>" shown).
                 parts = {p for v in endpoint.secrets for p in (v, *v.split())}
@@ -418,20 +417,27 @@ class Prober:
 
     async def _exchange(
         self, endpoint: Endpoint, phases: Phases,
-    ) -> tuple[httpx.Response, int]:
+    ) -> tuple[httpx.Response, bytes, int, int]:
         """Send the request and follow redirects, each body read to its end: (the final
-        response, hops)."""
+        response, the start of its body as sent (at most the route's ``keep`` bytes), the
+        body's whole size, hops)."""
+        route = self.route(endpoint)
         request = self.client.build_request(
             endpoint.method, endpoint.request,
             headers=[(k.encode("latin-1"), v.encode("utf-8")) for k, v in endpoint.headers],
             content=endpoint.body,
-            extensions={ROUTE: self.route(endpoint), "trace": phases},
+            extensions={ROUTE: route, "trace": phases},
         )
         hops = 0
         away = False  # a hop has gone to another origin: configured headers stay behind
         while True:
             try:
-                response = await self.client.send(request)
+                # stream=True: httpx would buffer a whole body; _body() keeps only its start.
+                response = await self.client.send(request, stream=True)
+                try:
+                    body, size = await _body(response, route.keep)
+                finally:
+                    await response.aclose()
             except httpx.RemoteProtocolError as exc:
                 # httpx builds the next hop's request inside send(); an unusable Location is
                 # its RemoteProtocolError "Invalid URL in location header".
@@ -441,7 +447,7 @@ class Prober:
             phases.status = response.status_code
             next_request = response.next_request
             if next_request is None or not endpoint.follow_redirects:
-                return response, hops
+                return response, body, size, hops
             if hops == MAX_REDIRECTS:
                 raise ProbeFailure("redirects", f"more than {MAX_REDIRECTS} redirects")
             away = away or not _same_origin(request.url, next_request.url)
@@ -513,6 +519,24 @@ class Prober:
             return None
         connection.abort()
         return cert_not_after(phases.cert_der) if phases.cert_der else None
+
+
+async def _body(response: httpx.Response, keep: int) -> tuple[bytes, int]:
+    """The first ``keep`` bytes of a response's body as sent, and its whole size, having read
+    it to its end.  The project's transport has read it already and kept that start; httpx's
+    own (HTTP/2, proxies) streams it here, and the rest is dropped as it arrives."""
+    known: int | None = response.extensions.get(BODY_BYTES)
+    if known is not None and not keep:
+        return b"", known  # nothing to look at: skip httpx's stream machinery altogether
+    if response.is_stream_consumed:  # a transport that answered with content in hand (mocks)
+        return response.content[:keep], len(response.content)
+    kept = bytearray()
+    size = 0
+    async for chunk in response.aiter_raw():  # raw: a compressed body is checked as sent
+        size += len(chunk)
+        if len(kept) < keep:
+            kept += chunk[: keep - len(kept)]
+    return bytes(kept), size if known is None else known
 
 
 def _same_origin(url: httpx.URL, other: httpx.URL) -> bool:
