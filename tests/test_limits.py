@@ -36,6 +36,7 @@ from tests.targets import (
 
 ERRORS = "availability_exporter_probe_errors_total"
 NOFILE = 256  # the reduced `ulimit -n` of the held-connections tests
+CLOSED = "availability_exporter_web_connections_closed_total"
 HALF_HEAD = b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: " + b"a" * 1024
 
 
@@ -112,6 +113,10 @@ def test_held_connections_cause_no_false_downs(targets: Targets, tmp_path: Path,
         assert down_probes(metrics) == 0, proc.stderr[-3000:]
         assert required_sample(metrics, ERRORS, reason="exporter") == 0
         assert proc.fds() < NOFILE
+        # The attack shows on /metrics: idle or half-sent connections were evicted.
+        assert required_sample(metrics, CLOSED, reason="evicted") > 0
+        limit = required_sample(metrics, "availability_exporter_web_connections_limit")
+        assert 0 < required_sample(metrics, "availability_exporter_web_connections") <= limit
         proc.stop_cleanly()
 
 
@@ -131,6 +136,7 @@ def test_half_sent_head_is_cut_off(targets: Targets, tmp_path: Path) -> None:
             waited = time.monotonic() - started
         assert data == b"", data
         assert waited < HEAD_TIMEOUT_SECONDS + 4
+        assert required_sample(proc.scrape(), CLOSED, reason="timeout") >= 1
         proc.stop_cleanly()
 
 

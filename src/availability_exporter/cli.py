@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from availability_exporter.config import ConfigError, load_config
 from availability_exporter.daemon import Exporter, web_connection_limit
 from availability_exporter.settings import Settings, SettingsError, load_settings
-from availability_exporter.web import App, WebServer
+from availability_exporter.web import App, ConnectionCollector, WebServer
 from availability_exporter.webconfig import WebConfig, WebConfigError, load_web_config
 
 log = logging.getLogger("availability_exporter")
@@ -148,6 +148,7 @@ def run(settings: Settings, sock: socket.socket | None, web_config: WebConfig) -
                      max_connections, settings.probe_concurrency)
         server = WebServer(web_config.wrap(app), sock, host=host, port=port,
                            ssl=web_config.uvicorn_ssl_kwargs(), max_connections=max_connections)
+        exporter.registry.register(ConnectionCollector(server.guard))
         log.info("serving /metrics and the status page on %s://%s:%d/", web_config.scheme,
                  host, port)
         return await exporter.run(web=server.serve)

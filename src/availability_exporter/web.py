@@ -21,12 +21,14 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs
 
 import uvicorn
 from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from availability_exporter import api
 from availability_exporter.badges import CONTENT_TYPE as SVG
@@ -330,6 +332,8 @@ KEEP_ALIVE_SECONDS = 20
 MAX_HEAD_BYTES = 64 * 1024
 # --web.max-connections's default, as Prometheus's own.
 DEFAULT_MAX_CONNECTIONS = 512
+# Why the guard closed a connection (the reason label of its counter).
+CLOSE_REASONS: tuple[str, ...] = ("evicted", "refused", "timeout", "head_too_large")
 # The listen queue, which is also how many connections asyncio accepts in one go before any of
 # them reaches the guard (uvloop hands each one over as it accepts it).  Under a flood about
 # three such batches hold descriptors beyond the limit for a moment (one accepted, one being
@@ -355,18 +359,17 @@ class ConnectionGuard:
         self.idle_timeout = idle_timeout
         self.max_head_bytes = max_head_bytes
         self.open: dict[GuardedConnection, None] = {}  # insertion order: oldest first
-        self.evicted = 0
-        self.refused = 0
-        self.timed_out = 0
+        # Connections this guard closed, by why (exported by ConnectionCollector).
+        self.closed: dict[str, int] = dict.fromkeys(CLOSE_REASONS, 0)
 
     def admit(self, connection: GuardedConnection) -> bool:
         """Make room for ``connection`` (evicting an idle one if full); False to refuse it."""
         if len(self.open) >= self.limit:
             victim = next((c for c in self.open if not c.busy), None)  # at most `limit` steps
             if victim is None:
-                self.refused += 1
+                self.closed["refused"] += 1
                 return False
-            self.evicted += 1
+            self.closed["evicted"] += 1
             victim.drop()
         self.open[connection] = None
         return True
@@ -406,6 +409,7 @@ class GuardedConnection:
         if not self.busy:
             self._head_bytes += len(data)
             if self._head_bytes > self.guard.max_head_bytes:
+                self.guard.closed["head_too_large"] += 1
                 self.drop()
                 return
         super().data_received(data)  # type: ignore[misc]
@@ -440,8 +444,33 @@ class GuardedConnection:
     def _expired(self) -> None:
         self._deadline = None
         if not self.busy:  # a response under way ends with on_response_complete, re-arming
-            self.guard.timed_out += 1
+            self.guard.closed["timeout"] += 1
             self.drop()
+
+
+class ConnectionCollector(Collector):
+    """What the connection guard did, so that an attack on the web port shows on /metrics."""
+
+    def __init__(self, guard: ConnectionGuard) -> None:
+        self.guard = guard
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "availability_exporter_web_connections",
+            "Open connections to the web port (at most --web.max-connections).",
+            value=len(self.guard.open))
+        yield GaugeMetricFamily(
+            "availability_exporter_web_connections_limit",
+            "The most web connections kept open: --web.max-connections, lowered to keep file "
+            "descriptors for the probes.", value=self.guard.limit)
+        closed = CounterMetricFamily(
+            "availability_exporter_web_connections_closed",
+            "Web connections the exporter closed to protect itself: evicted (idle or half-sent "
+            "at the limit), refused (every slot busy), timeout (no complete request head in "
+            "time, or idle), head_too_large.", labels=["reason"])
+        for reason, count in self.guard.closed.items():
+            closed.add_metric([reason], count)
+        yield closed
 
 
 def guarded(base: type[asyncio.Protocol], guard: ConnectionGuard) -> type[asyncio.Protocol]:
