@@ -91,6 +91,10 @@ def _environment() -> jinja2.Environment:
 
 
 _ENV = _environment()
+# Compiled at import (the daemon imports this before its first cycle), so the first page a
+# user asks for does not hold the loop for the ~20 ms of compiling them.
+for _name in ("index.html.j2", "endpoint.html.j2", "unknown.html.j2", "bad_query.html.j2"):
+    _ENV.get_template(_name)
 
 
 # -- the pictures -------------------------------------------------------------------------------
