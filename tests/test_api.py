@@ -7,6 +7,7 @@ Every answer, good or bad, is validated against the package's JSON Schema
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +143,27 @@ def test_filters_and_bad_filter_values(targets: Endpoints, tmp_path: Path,
             assert response.status_code == 400 and "once" in response.json()["error"]
             code, error = await get_status(client, state="sideways")
             assert "up" in error["error"] and "pending" in error["error"]
+
+    run(body())
+
+
+def test_maintenance_shows_in_the_answer(targets: Endpoints, tmp_path: Path) -> None:
+    now = datetime.now(UTC)
+    start, end = (now - timedelta(days=1)).isoformat(), (now + timedelta(days=1)).isoformat()
+    config = write(tmp_path / "e.yaml", targets.config("fast ok", "server error") + (
+        f"  maintenance:\n    - start: {start}\n      end: {end}\n"))
+
+    async def body() -> None:
+        async with exporter_client(config) as (exporter, client):
+            await run_cycles(exporter)
+            _, document = await get_status(client)
+            endpoints = {e["name"]: e for e in document["endpoints"]}
+            assert endpoints["server error"]["in_maintenance"] is True
+            assert endpoints["server error"]["state"] == "down"  # shown, not counted
+            assert endpoints["server error"]["probes"] == {"up": 0, "degraded": 0, "down": 0}
+            assert endpoints["fast ok"]["in_maintenance"] is False
+            page = (await client.get("/")).text
+            assert page.count("in maintenance") == 1
 
     run(body())
 

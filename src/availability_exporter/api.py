@@ -56,6 +56,7 @@ def _endpoint(s: EndpointStats) -> dict[str, Any]:
         "url": endpoint.display_url,
         "method": endpoint.method,
         "state": state_of(s),
+        "in_maintenance": s.in_maintenance,
         "reason": last.reason if last is not None else None,
         "since": s.since,
         "last_probe": last.finished_at if last is not None else None,
