@@ -31,6 +31,7 @@ from tests.targets import (
     Targets,
     required_sample,
     sample,
+    wait_for,
     write_config,
 )
 
@@ -117,6 +118,40 @@ def test_held_connections_cause_no_false_downs(targets: Targets, tmp_path: Path,
         assert required_sample(metrics, CLOSED, reason="evicted") > 0
         limit = required_sample(metrics, "availability_exporter_web_connections_limit")
         assert 0 < required_sample(metrics, "availability_exporter_web_connections") <= limit
+        proc.stop_cleanly()
+
+
+def test_clients_that_stop_reading_do_not_keep_scrapes_out(targets: Targets,
+                                                           tmp_path: Path) -> None:
+    """Every slot taken by a /metrics answer nobody reads: the next scrape evicts one."""
+    # 2,000 endpoints make a ~6 MB plain exposition, more than the socket buffers hold.
+    config = write_config(tmp_path / "e.yaml",
+                          [(f"ok-{i}", targets.url(f"/ok?id={i}")) for i in range(2000)])
+    with ExporterProcess(config, "-f", "10", "--web.max-connections", "3") as proc:
+        proc.wait_serving()
+        readers: list[socket.socket] = []
+        try:
+            for _ in range(3):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                sock.settimeout(5.0)
+                sock.connect((HOST, proc.port))
+                sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                readers.append(sock)  # and never read
+
+            def healthy() -> bool | None:
+                try:
+                    with httpx.Client(timeout=3.0, trust_env=False) as client:
+                        return client.get(f"{proc.base_url}/-/healthy").status_code == 200
+                except httpx.TransportError:
+                    return None  # refused while the stalled answers still flowed
+
+            wait_for("a scrape to get a slot", healthy, timeout=15.0)
+            metrics = proc.scrape()
+        finally:
+            for sock in readers:
+                sock.close()
+        assert required_sample(metrics, CLOSED, reason="evicted_stalled") >= 1
         proc.stop_cleanly()
 
 

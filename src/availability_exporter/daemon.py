@@ -98,7 +98,7 @@ async def off_loop(func: Callable[..., T], *args: Any) -> T:
 # DNS threads, the listening socket, stdio and the interpreter's own; 3 x 64 for the batches of
 # web connections asyncio accepts before the web server's limit sees them (web.ACCEPT_BACKLOG).
 FD_HEADROOM = 64 + 3 * 64
-# Web connections are never capped below this, whatever the descriptor limit.
+# The descriptor limit never lowers the web connections below this (the flag can).
 MIN_WEB_CONNECTIONS = 16
 
 
@@ -114,7 +114,7 @@ def web_connection_limit(wanted: int, concurrency: int) -> int:
     if soft == resource.RLIM_INFINITY:
         return wanted
     spare = soft - concurrency - FD_HEADROOM
-    return max(MIN_WEB_CONNECTIONS, min(wanted, spare))
+    return min(wanted, max(MIN_WEB_CONNECTIONS, spare))
 
 
 @dataclass(frozen=True, slots=True)

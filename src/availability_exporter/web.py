@@ -333,7 +333,9 @@ MAX_HEAD_BYTES = 64 * 1024
 # --web.max-connections's default, as Prometheus's own.
 DEFAULT_MAX_CONNECTIONS = 512
 # Why the guard closed a connection (the reason label of its counter).
-CLOSE_REASONS: tuple[str, ...] = ("evicted", "refused", "timeout", "head_too_large")
+CLOSE_REASONS: tuple[str, ...] = (
+    "evicted", "evicted_stalled", "refused", "timeout", "head_too_large",
+)
 # The listen queue, which is also how many connections asyncio accepts in one go before any of
 # them reaches the guard (uvloop hands each one over as it accepts it).  Under a flood about
 # three such batches hold descriptors beyond the limit for a moment (one accepted, one being
@@ -346,9 +348,10 @@ class ConnectionGuard:
     """The open connections of one server, oldest first, and what was done to keep them few.
 
     At ``limit`` open connections a new one evicts the oldest connection that has no request
-    in flight (idle, or still sending its head): held-open connections can take a slot but
-    never keep a scrape out, and never more than ``limit`` descriptors.  Only when every
-    connection is busy answering is the new one refused.
+    in flight (idle, or still sending its head), else the oldest whose answer waits for a
+    client that stopped reading (uvicorn paused writing to it): held-open connections can take
+    a slot but never keep a scrape out, and never more than ``limit`` descriptors.  Only when
+    every connection is busy with a client that reads is the new one refused.
     """
 
     def __init__(self, limit: int, *, head_timeout: float = HEAD_TIMEOUT_SECONDS,
@@ -365,11 +368,16 @@ class ConnectionGuard:
     def admit(self, connection: GuardedConnection) -> bool:
         """Make room for ``connection`` (evicting an idle one if full); False to refuse it."""
         if len(self.open) >= self.limit:
-            victim = next((c for c in self.open if not c.busy), None)  # at most `limit` steps
+            # Two passes of at most `limit` steps each.
+            victim = next((c for c in self.open if not c.busy), None)
+            reason = "evicted"
+            if victim is None:
+                victim = next((c for c in self.open if c.stalled), None)
+                reason = "evicted_stalled"
             if victim is None:
                 self.closed["refused"] += 1
                 return False
-            self.closed["evicted"] += 1
+            self.closed[reason] += 1
             victim.drop()
         self.open[connection] = None
         return True
@@ -387,6 +395,7 @@ class GuardedConnection:
     guard: ConnectionGuard
     transport: asyncio.Transport
     cycle: Any
+    flow: Any  # uvicorn's FlowControl: write_paused while the client does not read
     connections: set[Any]  # uvicorn's server-wide set of open connections
     _deadline: asyncio.TimerHandle | None = None
     _admitted = False
@@ -396,6 +405,11 @@ class GuardedConnection:
     def busy(self) -> bool:
         """A request is being answered (its head complete, its response not yet)."""
         return self.cycle is not None and not self.cycle.response_complete
+
+    @property
+    def stalled(self) -> bool:
+        """Busy, with the answer waiting for the client to read (uvicorn's flow control)."""
+        return self.busy and self.flow is not None and self.flow.write_paused
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         if not self.guard.admit(self):
@@ -466,8 +480,9 @@ class ConnectionCollector(Collector):
         closed = CounterMetricFamily(
             "availability_exporter_web_connections_closed",
             "Web connections the exporter closed to protect itself: evicted (idle or half-sent "
-            "at the limit), refused (every slot busy), timeout (no complete request head in "
-            "time, or idle), head_too_large.", labels=["reason"])
+            "at the limit), evicted_stalled (its client stopped reading its answer), refused "
+            "(every slot busy), timeout (no complete request head in time, or idle), "
+            "head_too_large.", labels=["reason"])
         for reason, count in self.guard.closed.items():
             closed.add_metric([reason], count)
         yield closed
