@@ -12,6 +12,7 @@ import contextlib
 import gzip
 import io
 import json
+import logging
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -597,3 +598,18 @@ def test_endpoint_page_dashes_words_and_chart(targets: Endpoints, tmp_path: Path
             assert cells["message"].startswith("connection refused (nothing listens")
 
     run(body())
+
+
+def test_shutdown_cancellations_are_not_logged_as_crashes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """uvicorn logs a response task our shutdown cancels as "Exception in ASGI application"
+    with a traceback; that one record is dropped, every other error still shows."""
+    logger = logging.getLogger("uvicorn.error")  # web (imported above) filters it
+    caplog.set_level(logging.ERROR, logger="uvicorn.error")
+    for error in (asyncio.CancelledError(), ValueError("a real bug")):
+        try:
+            raise error
+        except BaseException as exc:
+            logger.error("Exception in ASGI application\n", exc_info=exc)
+    assert [r.exc_info[1].__class__ for r in caplog.records if r.exc_info] == [ValueError]

@@ -321,6 +321,19 @@ async def respond(
 
 # Open connections get this long to finish their responses at shutdown (uvicorn then cancels).
 GRACEFUL_SHUTDOWN_SECONDS = 1
+
+
+class _ShutdownCancellations(logging.Filter):
+    """Drops uvicorn's "Exception in ASGI application" record for a response cancelled by our
+    own shutdown (a plain scrape still streaming after the grace period): stopping is asked
+    for, not an error, and the traceback would read as a crash in the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, asyncio.CancelledError)
+
+
+logging.getLogger("uvicorn.error").addFilter(_ShutdownCancellations())
 # A request head must be complete this long after the connection opened (after the TLS
 # handshake) or after the previous response ended plus KEEP_ALIVE_SECONDS: a connection that
 # sends nothing, or drips a head, is closed.  Prometheus sends its whole head at once.
