@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import itertools
 import multiprocessing
 import sys
 import time
@@ -32,6 +33,8 @@ from prometheus_client.parser import text_string_to_metric_families
 SCRAPE_P99_GOAL = 0.050
 ERROR_P99_GOAL = 0.005
 ERROR_MAX_GOAL = 0.020
+# Consecutive console reports are at most this far from one interval apart (issue 11).
+REPORT_BEAT_GOAL = 0.050
 # A shift of the error's p99 smaller than this is within what repeats of the same run show.
 SHIFT_ALLOWED = 0.001
 SCRAPE_TIMEOUT = 60.0  # as benchlib's scrape: a slower scrape counts as failed
@@ -148,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
                     scraper.stop()
             plain = daemon.scrape(use_gzip=False)
             zipped = daemon.scrape(use_gzip=True)
+            # When each cycle's "---" line came out (before the stop adds its final report).
+            report_ends = list(daemon.cycle_ends)
             code = daemon.stop()
         hits = coverage(target.arrivals(), [target.path(i, args.delay_ms) for i in range(n)],
                         cycles=total, interval=args.interval)
@@ -211,7 +216,18 @@ def main(argv: list[str] | None = None) -> int:
          f"{err.max * 1000:.2f}"]
         for name, err in zip(names, errors, strict=True)
     ])
+    # Reports on the beat (issue 11): each cycle's report when its last probe completes, never
+    # held for the gzip copy, so consecutive reports are one interval apart.
+    gaps = [b - a for a, b in itertools.pairwise(report_ends)]
+    off_beat = max((abs(g - args.interval) for g in gaps), default=0.0)
+    report.table("console reports", ["figure", "value"], [
+        ["reports", f"{len(report_ends)}"],
+        ["gap between reports, min / max (s)",
+         f"{min(gaps, default=0.0):.3f} / {max(gaps, default=0.0):.3f}"],
+        ["worst |gap - interval| (ms)", f"{off_beat * 1000:.1f}"],
+    ])
     report.figures.update({
+        "report_gaps_s": gaps, "report_off_beat_ms": off_beat * 1000,
         "endpoints": n, "series_per_endpoint": per_endpoint, "series": series,
         "bytes_plain": plain.wire_bytes, "bytes_gzip": zipped.wire_bytes,
         "scrape_ms": all_scrapes.as_dict(1000), "scrape_while_probing_ms": probing.as_dict(1000),
@@ -237,6 +253,10 @@ def main(argv: list[str] | None = None) -> int:
             f"(shift {shift * 1000:+.2f} <= {SHIFT_ALLOWED * 1000:g}), max "
             f"{quiet_err.max * 1000:.2f} -> {err.max * 1000:.2f} ms (<= 20)",
         )
+    report.verdict("GOAL 4d reports on the beat", off_beat <= REPORT_BEAT_GOAL,
+                   f"worst |gap - interval| {off_beat * 1000:.1f} ms <= "
+                   f"{REPORT_BEAT_GOAL * 1000:g} over {len(gaps)} gaps, gzip and plain "
+                   "scrapes included")
     for text in watcher.notes:
         report.note(f"watcher: {text}")
     report.emit(args.json)
