@@ -2,14 +2,39 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+
 from availability_exporter.config import Defaults, parse_config
 from availability_exporter.model import Endpoint, ProbeResult, State
+from availability_exporter.probe import Prober
 
 
 def endpoints(*urls: str, interval: float = 15.0) -> tuple[Endpoint, ...]:
     """Endpoints named e0, e1, ... for the given URLs."""
     text = "".join(f"- name: e{i}\n  url: '{url}'\n" for i, url in enumerate(urls))
     return parse_config(text.encode(), "test.yaml", Defaults(interval=interval)).endpoints
+
+
+def endpoint(url: str, **extra: object) -> Endpoint:
+    """One endpoint for ``url`` (named probe-test unless ``name`` is given), through the real
+    loader; each extra key is written as JSON (which is YAML), e.g.
+    ``endpoint(url, timeout=5, expect={"status": [200]})``."""
+    item = {"name": "probe-test", "url": url, **extra}
+    return parse_config(json.dumps([item]).encode(), "t.yaml", Defaults()).endpoints[0]
+
+
+def probe_once(ep: Endpoint, prober: Prober | None = None) -> ProbeResult:
+    """One probe of ``ep`` in a fresh event loop (a new Prober unless one is given)."""
+
+    async def go() -> ProbeResult:
+        used = prober or Prober()
+        try:
+            return await used.probe(ep)
+        finally:
+            await used.aclose()
+
+    return asyncio.run(go())
 
 
 def result(state: State, *, duration: float = 0.01, status: int = 200,

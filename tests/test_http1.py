@@ -17,16 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import pytest
 
 from availability_exporter import http1
-from availability_exporter.config import Defaults, parse_config
 from availability_exporter.model import Endpoint, ProbeResult, State
 from availability_exporter.probe import BODY_CAP, Prober
+from tests import factories
 
 TIMEOUT = 5.0
 
@@ -175,10 +174,7 @@ class ScriptedServer:
 
 
 def endpoint(url: str, **extra: object) -> Endpoint:
-    lines = [f"- name: http1-test\n  url: '{url}'\n"]
-    for key, value in {"timeout": TIMEOUT, **extra}.items():
-        lines.append(f"  {key}: {json.dumps(value)}\n")
-    return parse_config("".join(lines).encode(), "t.yaml", Defaults()).endpoints[0]
+    return factories.endpoint(url, name="http1-test", **{"timeout": TIMEOUT, **extra})
 
 
 @pytest.fixture(scope="module")

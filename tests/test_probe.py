@@ -11,7 +11,6 @@ import asyncio
 import base64
 import concurrent.futures
 import datetime
-import json
 import threading
 import time
 import tracemalloc
@@ -21,8 +20,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from availability_exporter.config import Defaults, parse_config
-from availability_exporter.model import Endpoint, ProbeResult, State
+from availability_exporter.model import ProbeResult, State
 from availability_exporter.probe import (
     BODY_CAP,
     MAX_REDIRECTS,
@@ -38,25 +36,7 @@ from tests.adversarial.server import (
     Request,
     refused_port,
 )
-
-
-def endpoint(url: str, **extra: object) -> Endpoint:
-    lines = [f"- name: probe-test\n  url: '{url}'\n"]
-    for key, value in extra.items():
-        lines.append(f"  {key}: {json.dumps(value)}\n")
-    return parse_config("".join(lines).encode(), "t.yaml", Defaults()).endpoints[0]
-
-
-def run(ep: Endpoint, prober: Prober | None = None) -> ProbeResult:
-    async def go() -> ProbeResult:
-        p = prober or Prober()
-        try:
-            return await p.probe(ep)
-        finally:
-            await p.aclose()
-
-    return asyncio.run(go())
-
+from tests.factories import endpoint, probe_once
 
 # -- classification of a complete answer ---------------------------------------------------
 
@@ -81,7 +61,7 @@ def test_judge(status: int, duration: float, threshold: float, state: State,
 # -- the server: real sockets on 127.0.0.1 -------------------------------------------------
 
 def probe_url(url: str, *, ca: Path | None = None, **extra: object) -> ProbeResult:
-    return run(endpoint(url, **extra), Prober(ca_file=str(ca) if ca else None))
+    return probe_once(endpoint(url, **extra), Prober(ca_file=str(ca) if ca else None))
 
 
 # -- what the server receives, and how its answers are read ---------------------------------
@@ -291,7 +271,7 @@ def test_missing_method_is_get_and_lower_case_is_upper(server: AdversarialServer
 def test_connection_close_unless_keep_alive(server: AdversarialServer) -> None:
     with server.recording() as log:
         probe_url(server.url("/ok"))
-        run(endpoint(server.url("/ok")), Prober(keep_alive=True))
+        probe_once(endpoint(server.url("/ok")), Prober(keep_alive=True))
     closing, kept = log.requests
     assert [v.lower() for v in values(closing, "connection")] == [b"close"]
     assert all(b"close" not in v.lower() for v in values(kept, "connection"))

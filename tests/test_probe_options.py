@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import socket
 import ssl
 import threading
@@ -21,28 +20,18 @@ import trustme
 
 from availability_exporter.config import Defaults, parse_config
 from availability_exporter.model import Endpoint, ProbeResult, State
-from availability_exporter.probe import Prober
+from tests import factories
 
 HOST = "127.0.0.1"
 BIG = 16 * 1024 * 1024  # an HTTP/2 body far larger than the 1 MiB a probe keeps
 
 
 def endpoint(url: str, **extra: object) -> Endpoint:
-    lines = [f"- name: option-test\n  url: '{url}'\n  timeout: 5\n"]
-    for key, value in extra.items():
-        lines.append(f"  {key}: {json.dumps(value)}\n")
-    return parse_config("".join(lines).encode(), "t.yaml", Defaults()).endpoints[0]
+    return factories.endpoint(url, name="option-test", timeout=5, **extra)
 
 
 def probe(ep: Endpoint) -> ProbeResult:
-    async def go() -> ProbeResult:
-        prober = Prober()
-        try:
-            return await prober.probe(ep)
-        finally:
-            await prober.aclose()
-
-    return asyncio.run(go())
+    return factories.probe_once(ep)
 
 
 class Background:

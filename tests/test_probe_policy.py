@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import socket
 import ssl
 from collections.abc import Callable, Iterator
@@ -20,18 +19,15 @@ import httpx
 import pytest
 import respx
 
-from availability_exporter.config import Defaults, parse_config
 from availability_exporter.model import Endpoint, ProbeResult, State
 from availability_exporter.probe import MAX_REDIRECTS, Prober, classify
+from tests import factories
 
 BASE = "http://svc.test"
 
 
 def endpoint(url: str = f"{BASE}/", **extra: object) -> Endpoint:
-    lines = [f"- name: policy\n  url: '{url}'\n"]
-    for key, value in extra.items():
-        lines.append(f"  {key}: {json.dumps(value)}\n")
-    return parse_config("".join(lines).encode(), "t.yaml", Defaults()).endpoints[0]
+    return factories.endpoint(url, name="policy", **extra)
 
 
 @pytest.fixture
@@ -41,14 +37,7 @@ def mock() -> Iterator[respx.MockRouter]:
 
 
 def probe(ep: Endpoint) -> ProbeResult:
-    async def go() -> ProbeResult:
-        prober = Prober()
-        try:
-            return await prober.probe(ep)
-        finally:
-            await prober.aclose()
-
-    return asyncio.run(go())
+    return factories.probe_once(ep)
 
 
 def outcome(result: ProbeResult) -> tuple[State, str | None, int]:
