@@ -210,16 +210,7 @@ def compile_expect(node: yaml.Node, problem: Problem) -> Expect | None:
         problem(node, f"expect must be a mapping with {', '.join(EXPECT_KEYS)}, "
                       f"not {yamlnodes.kind(node)}")
         return None
-    scan = yamlnodes.scan_keys(node, EXPECT_KEYS)
-    for bad in scan.problems:
-        if bad.why is yamlnodes.Why.UNKNOWN:
-            problem(bad.node, f"expect: unknown key {yamlnodes.short(bad.key or '')!r}; allowed "
-                              f"keys: {', '.join(EXPECT_KEYS)}")
-        elif bad.why is yamlnodes.Why.DUPLICATE:
-            problem(bad.node, f"expect: duplicate key {bad.key!r}")
-        else:
-            problem(bad.node, f"expect: keys must be strings, not {yamlnodes.kind(bad.node)}")
-    fields = {key: value for key, (_, value) in scan.entries.items()}
+    fields, keys_ok = yamlnodes.nested_fields(node, EXPECT_KEYS, "expect", problem)
     count = [0]
 
     def counted(node: yaml.Node, message: str) -> None:
@@ -239,7 +230,7 @@ def compile_expect(node: yaml.Node, problem: Problem) -> Expect | None:
         headers=_headers(fields.get("headers"), counted),
         max_body_bytes=_size(fields.get("max_body_bytes"), counted),
     )
-    return None if count[0] or scan.problems else expect
+    return None if count[0] or not keys_ok else expect
 
 
 def _text(node: yaml.Node, what: str, problem: Problem) -> str | None:
@@ -370,14 +361,8 @@ def _json_check(node: yaml.Node, what: str, problem: Problem) -> JsonCheck | Non
         problem(node, f"{what} must be a mapping {{path, equals | matches | exists}}, "
                       f"not {yamlnodes.kind(node)}")
         return None
-    scan = yamlnodes.scan_keys(node, JSON_KEYS)
-    for bad in scan.problems:
-        shown = yamlnodes.short(bad.key) if bad.key is not None else yamlnodes.kind(bad.node)
-        why = "duplicate key" if bad.why is yamlnodes.Why.DUPLICATE else "unknown key"
-        problem(bad.node, f"{what}: {why} {shown!r}; allowed keys: {', '.join(JSON_KEYS)}")
-    fields = {key: value for key, (_, value) in scan.entries.items()}
+    fields, ok = yamlnodes.nested_fields(node, JSON_KEYS, what, problem)
     tests = [key for key in _JSON_TESTS if key in fields]
-    ok = not scan.problems
     if "path" not in fields:
         problem(node, f"{what}: missing required key 'path'")
         return None

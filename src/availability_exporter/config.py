@@ -502,16 +502,8 @@ class _EndpointBuilder:
                                f"not {yamlnodes.kind(node)}")
             return None
         values: dict[str, str] = {}
-        for key_node, value_node in node.value:
-            key = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else None
-            if key not in TLS_KEYS:
-                shown = yamlnodes.short(key) if key is not None else yamlnodes.kind(key_node)
-                self.problem(key_node, f"tls: unknown key {shown!r}; allowed keys: "
-                                       f"{', '.join(TLS_KEYS)}")
-                continue
-            if key in values:
-                self.problem(key_node, f"tls: duplicate key {key!r}")
-                continue
+        fields, _ = yamlnodes.nested_fields(node, TLS_KEYS, "tls", self.problem)
+        for key, value_node in fields.items():
             text = self._scalar_text(value_node, f"tls.{key}")
             if text is not None and not text.strip():
                 self.problem(value_node, f"tls.{key} must not be empty")

@@ -155,12 +155,7 @@ def _window(node: yaml.Node, what: str, problem: Problem) -> Window | None:
         problem(node, f"{what} must be a mapping ({{cron, duration, time_zone}} or "
                       f"{{start, end, time_zone}}), not {yamlnodes.kind(node)}")
         return None
-    scan = yamlnodes.scan_keys(node, WINDOW_KEYS)
-    for bad in scan.problems:
-        shown = yamlnodes.short(bad.key) if bad.key is not None else yamlnodes.kind(bad.node)
-        why = "duplicate key" if bad.why is yamlnodes.Why.DUPLICATE else "unknown key"
-        problem(bad.node, f"{what}: {why} {shown!r}; allowed keys: {', '.join(WINDOW_KEYS)}")
-    fields = {key: value for key, (_, value) in scan.entries.items()}
+    fields, keys_ok = yamlnodes.nested_fields(node, WINDOW_KEYS, what, problem)
     recurring = [k for k in ("cron", "duration") if k in fields]
     one_off = [k for k in ("start", "end") if k in fields]
     if recurring and one_off:
@@ -172,7 +167,7 @@ def _window(node: yaml.Node, what: str, problem: Problem) -> Window | None:
         window: Window | None = _one_off(node, fields, zone, what, problem)
     else:
         window = _cron(node, fields, zone, what, problem)
-    return None if scan.problems or zone is None else window
+    return None if not keys_ok or zone is None else window
 
 
 def _cron(

@@ -10,7 +10,7 @@ them are bad"; each loader words its own messages.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Final
@@ -30,6 +30,7 @@ __all__ = [
     "is_null",
     "kind",
     "line",
+    "nested_fields",
     "number",
     "scan_keys",
     "short",
@@ -173,3 +174,24 @@ def scan_keys(node: yaml.MappingNode, allowed: Collection[str] | None = None) ->
         else:
             scan.entries[key] = (key_node, value_node)
     return scan
+
+
+def nested_fields(
+    node: yaml.MappingNode, allowed: Sequence[str], what: str,
+    problem: Callable[[yaml.Node, str], None],
+) -> tuple[dict[str, yaml.Node], bool]:
+    """The value node of each allowed key of a nested mapping, and whether every key was fine.
+
+    Each bad key goes to ``problem`` as ``<what>: unknown key 'k'; allowed keys: ...``,
+    ``<what>: duplicate key 'k'`` or ``<what>: keys must be strings, not ...``.
+    """
+    scan = scan_keys(node, allowed)
+    for bad in scan.problems:
+        if bad.why is Why.UNKNOWN:
+            problem(bad.node, f"{what}: unknown key {short(bad.key or '')!r}; allowed keys: "
+                              f"{', '.join(allowed)}")
+        elif bad.why is Why.DUPLICATE:
+            problem(bad.node, f"{what}: duplicate key {bad.key!r}")
+        else:
+            problem(bad.node, f"{what}: keys must be strings, not {kind(bad.node)}")
+    return {key: value for key, (_, value) in scan.entries.items()}, not scan.problems
