@@ -10,6 +10,7 @@ import contextlib
 import socket
 import ssl
 import threading
+import time
 import tracemalloc
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -334,3 +335,46 @@ def test_http2_goes_over_h2(background: Background, pki: dict[str, Path]) -> Non
         served.result(10)
         with contextlib.suppress(OSError):  # Hypercorn closes the socket it was given
             sock.close()
+
+
+# -- a server that answers before it has read the request body --------------------------------
+
+def test_an_early_answer_is_read_and_the_unsent_body_is_not_held(background: Background) -> None:
+    """The server answers 200 after the head and never reads the 16 MiB POST body: the probe
+    reads the answer, and the connection (with what is still unsent) is let go at once
+    instead of lingering for as long as the server keeps it open."""
+    closed = asyncio.Event()
+    released: list[float] = []
+
+    async def early(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+            answered = time.monotonic()
+            # Never read the body on purpose; wait for the client to give up the connection.
+            reader._transport.pause_reading()  # type: ignore[attr-defined]
+            await asyncio.wait_for(_closed(writer), 10)
+            released.append(time.monotonic() - answered)
+        closed.set()
+        writer.close()
+
+    port = listen(background, early)
+    body = "x" * (16 * 1024 * 1024)
+    result = probe(endpoint(f"http://{HOST}:{port}/upload", method="POST", body=body))
+    assert (result.state, result.reason, result.status_code) == (State.UP, None, 200), result
+    assert background.run(asyncio.wait_for(closed.wait(), 10)) is True
+    assert released and released[0] < 2.0, released
+
+
+async def _closed(writer: asyncio.StreamWriter) -> None:
+    """Until the peer has let the connection go: a byte written every 10 ms then fails."""
+    for _ in range(1000):  # 10 s at most
+        try:
+            writer.write(b"\0")
+            await writer.drain()
+        except OSError:
+            return
+        if writer.is_closing():
+            return
+        await asyncio.sleep(0.01)
