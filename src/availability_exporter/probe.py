@@ -156,13 +156,13 @@ def classify(exc: BaseException) -> str:
     """Translate an exception raised while probing into one reason, most specific first."""
     if isinstance(exc, ProbeFailure):
         return exc.reason
-    if _exporter_error(_chain(exc)) is not None:
+    chain = _chain(exc)
+    if _exporter_error(chain) is not None:
         return EXPORTER_REASON
     if isinstance(exc, TimeoutError | httpx.TimeoutException):
         return "timeout"
     if isinstance(exc, httpx.TooManyRedirects):
         return "redirects"
-    chain = _chain(exc)
     if any(isinstance(e, socket.gaierror) for e in chain):
         return "dns"
     if any(isinstance(e, ssl.SSLError | ssl.CertificateError) for e in chain):

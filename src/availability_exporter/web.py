@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -154,7 +154,7 @@ class App:
             response_headers.append((b"content-encoding", b"gzip"))
         await send({"type": "http.response.start", "status": 200, "headers": response_headers})
         if scope["method"] == "HEAD":
-            await send({"type": "http.response.body", "body": b""})
+            await _stream(send, ())
             return
         if use_gzip:
             # The per-endpoint part was compressed after the last completed cycle, so this
@@ -165,13 +165,8 @@ class App:
                 await send({"type": "http.response.body", "body": piece, "more_body": True})
             await send({"type": "http.response.body", "body": pieces[-1]})
             return
-        for chunk in exposition(self.status.stats, self.registry, openmetrics=openmetrics,
-                                chunk_size=PLAIN_SLICE):
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            # uvicorn's send() returns without yielding until the socket buffer fills: give
-            # the probes their turn between slices so a big scrape never stalls them.
-            await asyncio.sleep(0)
-        await send({"type": "http.response.body", "body": b""})
+        await _stream(send, exposition(self.status.stats, self.registry,
+                                       openmetrics=openmetrics, chunk_size=PLAIN_SLICE))
 
     async def healthy(self, scope: Scope, send: Send) -> None:
         if self.status.healthy():
@@ -211,23 +206,8 @@ class App:
             return
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", HTML), *PAGE_HEADERS]})
-        if scope["method"] == "HEAD":
-            await send({"type": "http.response.body", "body": b""})
-            return
-        # A page of 200 rows is ~1 MB of SVG; sent in ~32 KiB slices with the loop handed
-        # back to the probes between them, so rendering never holds the loop for long.
-        buffer: list[str] = []
-        size = 0
-        for piece in pieces:
-            buffer.append(piece)
-            size += len(piece)
-            if size >= PAGE_SLICE:
-                await send({"type": "http.response.body", "body": "".join(buffer).encode(),
-                            "more_body": True})
-                buffer.clear()
-                size = 0
-                await asyncio.sleep(0)
-        await send({"type": "http.response.body", "body": "".join(buffer).encode()})
+        # A page of 200 rows is ~1 MB of SVG: rendered lazily, sent in ~32 KiB slices.
+        await _stream(send, () if scope["method"] == "HEAD" else _batched(pieces, PAGE_SLICE))
 
     async def endpoint(self, scope: Scope, send: Send) -> None:
         name = (_query(scope).get("name") or [""])[0]
@@ -250,11 +230,7 @@ class App:
         await send({"type": "http.response.start", "status": 200, "headers": [
             (b"content-type", api.CONTENT_TYPE), (b"x-content-type-options", b"nosniff"),
             (b"cache-control", b"no-store")]})
-        if scope["method"] != "HEAD":
-            for piece in pieces:
-                await send({"type": "http.response.body", "body": piece, "more_body": True})
-                await asyncio.sleep(0)  # the probes' turn between batches
-        await send({"type": "http.response.body", "body": b""})
+        await _stream(send, () if scope["method"] == "HEAD" else pieces)
 
     async def badge(self, scope: Scope, send: Send) -> None:
         """``/badge/endpoint/{name}.svg`` and ``/badge/domain/{domain}.svg`` (see ``badges``);
@@ -304,6 +280,31 @@ def _cross_site(headers: Mapping[str, str]) -> bool:
 
 def _query(scope: Scope) -> dict[str, list[str]]:
     return parse_qs(scope.get("query_string", b"").decode("latin-1"))
+
+
+async def _stream(send: Send, chunks: Iterable[bytes]) -> None:
+    """Send a body chunk by chunk, then end it.  uvicorn's send() returns without yielding
+    until the socket buffer fills, so the loop goes to the probes between chunks: a large
+    body (a plain scrape, a page, the API) never holds it for longer than one chunk."""
+    for chunk in chunks:
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await asyncio.sleep(0)
+    await send({"type": "http.response.body", "body": b""})
+
+
+def _batched(pieces: Iterable[str], size: int) -> Iterator[bytes]:
+    """Text pieces joined into chunks of about ``size`` characters, encoded."""
+    buffer: list[str] = []
+    length = 0
+    for piece in pieces:
+        buffer.append(piece)
+        length += len(piece)
+        if length >= size:
+            yield "".join(buffer).encode()
+            buffer.clear()
+            length = 0
+    if buffer:
+        yield "".join(buffer).encode()
 
 
 async def respond(
