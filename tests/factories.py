@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
-from availability_exporter.config import Defaults, parse_config
+import pytest
+import trustme
+
+from availability_exporter.config import Config, Defaults, load_config, parse_config
 from availability_exporter.model import Endpoint, ProbeResult, State
 from availability_exporter.probe import Prober
 
@@ -48,3 +52,25 @@ def result(state: State, *, duration: float = 0.01, status: int = 200,
         phases=(0.001, 0.0, 0.0005, duration / 2, 0.0001), finished_at=finished_at,
         cert_not_after=None, error=None if state is State.UP else "failed",
     )
+
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+
+
+def load_examples_file(tmp_path: Path) -> Config:
+    """examples/endpoints.yaml as a user would load it: the TLS files it names (under
+    /etc/availability-exporter) made in ``tmp_path`` by a throwaway CA, its ${VAR}s set."""
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "internal-ca.pem"))
+    client = ca.issue_cert("probe.client.example")
+    client.cert_chain_pems[0].write_to_path(str(tmp_path / "probe-client.pem"))
+    client.private_key_pem.write_to_path(str(tmp_path / "probe-client.key"))
+    text = (EXAMPLES / "endpoints.yaml").read_text()
+    example = tmp_path / "endpoints.yaml"
+    example.write_text(text.replace("/etc/availability-exporter/", f"{tmp_path}/"))
+    env = {"PARTNER_TOKEN": "example-token", "API_KEY": "example-api-key",
+           "PROXY_PASSWORD": "example-password"}
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        return load_config(example)

@@ -8,7 +8,6 @@ from pathlib import Path
 from urllib.parse import quote, quote_plus
 
 import pytest
-import trustme
 
 from availability_exporter.config import (
     ConfigError,
@@ -20,6 +19,7 @@ from availability_exporter.config import (
     parse_config,
     redact,
 )
+from tests.factories import load_examples_file
 
 TESTDATA = Path(__file__).parent / "testdata"
 INVALID = sorted(TESTDATA.glob("invalid-*.yaml"))
@@ -73,20 +73,8 @@ def test_sample_yaml_loads_like_the_exercise() -> None:
     assert all(e.timeout == 10.0 and e.latency_threshold == 0.5 for e in config.endpoints)
 
 
-def test_commented_example_loads(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("PARTNER_TOKEN", "example-token")
-    monkeypatch.setenv("PROXY_PASSWORD", "example-password")
-    monkeypatch.setenv("API_KEY", "example-api-key")
-    # The example's TLS files, made here: the example points at /etc/availability-exporter.
-    ca = trustme.CA()
-    ca.cert_pem.write_to_path(str(tmp_path / "internal-ca.pem"))
-    client = ca.issue_cert("probe.client.example")
-    client.cert_chain_pems[0].write_to_path(str(tmp_path / "probe-client.pem"))
-    client.private_key_pem.write_to_path(str(tmp_path / "probe-client.key"))
-    text = (EXAMPLES / "endpoints.yaml").read_text()
-    example = tmp_path / "endpoints.yaml"
-    example.write_text(text.replace("/etc/availability-exporter/", f"{tmp_path}/"))
-    config = load_config(example)
+def test_commented_example_loads(tmp_path: Path) -> None:
+    config = load_examples_file(tmp_path)
     assert len(config.endpoints) >= 8
     mtls = next(e for e in config.endpoints if e.tls is not None)
     assert mtls.tls is not None and mtls.tls.server_name == "api.internal.example"

@@ -16,18 +16,16 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-import trustme
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from availability_exporter import statefile
-from availability_exporter.config import ConfigError, Defaults, load_config, parse_config
+from availability_exporter.config import ConfigError, Defaults, parse_config
 from availability_exporter.maintenance import CronWindow, OneOffWindow, Windows
 from availability_exporter.metrics import exposition
 from availability_exporter.model import Endpoint, ProbeResult, State
 from availability_exporter.stats import SavedCounts, Stats
-
-EXAMPLES = Path(__file__).parent.parent / "examples"
+from tests.factories import load_examples_file
 
 
 def ts(text: str, zone: str = "UTC") -> float:
@@ -184,20 +182,7 @@ def test_a_domain_only_probed_in_maintenance_is_reported_as_such() -> None:
 def test_the_examples_file_honours_both_sentences(tmp_path: Path) -> None:
     """"healthy means 200 and $.status == "UP" and under 300 ms" and "Sunday 02:00-03:00 UTC
     is planned downtime", as written in examples/endpoints.yaml."""
-    ca = trustme.CA()
-    ca.cert_pem.write_to_path(str(tmp_path / "internal-ca.pem"))
-    client = ca.issue_cert("probe.client.example")
-    client.cert_chain_pems[0].write_to_path(str(tmp_path / "probe-client.pem"))
-    client.private_key_pem.write_to_path(str(tmp_path / "probe-client.key"))
-    text = (EXAMPLES / "endpoints.yaml").read_text()
-    example = tmp_path / "endpoints.yaml"
-    example.write_text(text.replace("/etc/availability-exporter/", f"{tmp_path}/"))
-    env = {"PARTNER_TOKEN": "example-token", "API_KEY": "example-api-key",
-           "PROXY_PASSWORD": "example-password"}
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in env.items():
-            patch.setenv(key, value)
-        config = load_config(example)
+    config = load_examples_file(tmp_path)
     by_name = {e.name: e for e in config.endpoints}
     orders = by_name["orders health"]
     assert orders.latency_threshold == 0.3
