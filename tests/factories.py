@@ -8,10 +8,13 @@ from pathlib import Path
 
 import pytest
 import trustme
+from prometheus_client import CollectorRegistry
 
 from availability_exporter.config import Config, Defaults, load_config, parse_config
+from availability_exporter.metrics import BUILD_CHUNK, endpoint_chunks, registry_text
 from availability_exporter.model import Endpoint, ProbeResult, State
 from availability_exporter.probe import Prober
+from availability_exporter.stats import Stats
 
 
 def endpoints(*urls: str, interval: float = 15.0) -> tuple[Endpoint, ...]:
@@ -52,6 +55,14 @@ def result(state: State, *, duration: float = 0.01, status: int = 200,
         phases=(0.001, 0.0, 0.0005, duration / 2, 0.0001), finished_at=finished_at,
         cert_not_after=None, error=None if state is State.UP else "failed",
     )
+
+
+def exposition(stats: Stats, registry: CollectorRegistry, *, openmetrics: bool = False,
+               chunk_size: int = BUILD_CHUNK) -> list[bytes]:
+    """The whole /metrics body rendered at once, in ``chunk_size`` chunks: what every scrape's
+    copy (``snapshot``) must equal."""
+    return [*endpoint_chunks(stats, openmetrics=openmetrics, chunk_size=chunk_size),
+            registry_text(registry, openmetrics=openmetrics)]
 
 
 EXAMPLES = Path(__file__).parent.parent / "examples"

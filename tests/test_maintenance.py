@@ -22,10 +22,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from availability_exporter import statefile
 from availability_exporter.config import ConfigError, Defaults, parse_config
 from availability_exporter.maintenance import CronWindow, OneOffWindow, Windows
-from availability_exporter.metrics import exposition
 from availability_exporter.model import Endpoint, ProbeResult, State
 from availability_exporter.stats import SavedCounts, Stats
-from tests.factories import load_examples_file
+from tests.factories import exposition, load_examples_file
 
 
 def ts(text: str, zone: str = "UTC") -> float:

@@ -14,6 +14,7 @@ import math
 import os
 import re
 import subprocess
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,12 +31,12 @@ from prometheus_client.samples import Sample
 from availability_exporter import __version__
 from availability_exporter.config import Defaults, parse_config
 from availability_exporter.daemon import Exporter
-from availability_exporter.metrics import exposition
 from availability_exporter.model import REASONS, ProbeResult, State
 from availability_exporter.settings import Settings
-from availability_exporter.snapshot import RELOAD_WAIT, GzipSnapshot
+from availability_exporter.snapshot import RELOAD_WAIT, TEXT_SLICE, GzipSnapshot, _Copy, _inflated
 from availability_exporter.stats import Stats
 from availability_exporter.web import accepts_gzip
+from tests.factories import endpoints, exposition, result
 from tests.needs import binary
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -514,6 +515,78 @@ def test_gzip_scrape_during_a_build_gets_the_last_complete_copy_at_once() -> Non
     idle_up = 'availability_endpoint_up{endpoint="idle",domain="idle.example.org"}'
     assert f"{idle_up} 0" in first and during == first
     assert f"{idle_up} 1" in after
+
+
+@pytest.mark.parametrize("openmetrics", [False, True])
+def test_plain_scrape_is_the_gzip_copy_inflated_in_bounded_chunks(openmetrics: bool) -> None:
+    """A plain scrape shows exactly what a gzip scrape of the same moment shows (the copy of
+    the last completed cycle, not a probe that landed since), sent in many bounded chunks."""
+    stats = Stats()
+    stats.apply(endpoints(*(f"https://host{i}.example.org/health" for i in range(400))))
+    for index, tracked in enumerate(stats):
+        stats.record(tracked, result(State.UP, duration=0.001 * index))
+
+    async def go() -> tuple[list[bytes], str, list[bytes], str]:
+        snapshot = GzipSnapshot(stats)
+        registry = CollectorRegistry()
+        plain = list(await snapshot.plain(registry, openmetrics=openmetrics))
+        zipped = _gunzip(await snapshot.body(registry, openmetrics=openmetrics))
+        tracked = stats.get("e7")
+        assert tracked is not None
+        stats.record(tracked, result(State.DOWN))  # mid-cycle: in neither scrape until the next
+        during = list(await snapshot.plain(registry, openmetrics=openmetrics))
+        assert b"".join(during) == b"".join(plain)
+        snapshot.cycle_completed()
+        await snapshot.settled()
+        after = list(await snapshot.plain(registry, openmetrics=openmetrics))
+        return plain, zipped, after, _gunzip(await snapshot.body(registry,
+                                                                  openmetrics=openmetrics))
+
+    plain, zipped, after, zipped_after = asyncio.run(go())
+    expected = b"".join(exposition(stats, CollectorRegistry(), openmetrics=openmetrics))
+    assert b"".join(after) == expected == zipped_after.encode()
+    assert b"".join(plain).decode() == zipped != zipped_after
+    e7_up = 'availability_endpoint_up{endpoint="e7",domain="host7.example.org"}'
+    assert f"{e7_up} 1" in zipped and f"{e7_up} 0" in zipped_after
+    assert len(plain) > 10 and max(map(len, plain)) <= TEXT_SLICE
+
+
+def test_plain_scrape_chunks_stay_bounded_however_well_the_copy_compressed() -> None:
+    text = b"a" * (8 << 20)  # ~1,000x: one 4 KiB slice of input is megabytes of output
+    compressor = zlib.compressobj(1, zlib.DEFLATED, 31)
+    head = compressor.compress(text)
+    chunks = list(_inflated(_Copy(0, head, compressor), b"live\n"))
+    assert b"".join(chunks) == text + b"live\n"
+    assert max(map(len, chunks)) <= TEXT_SLICE
+
+
+def test_plain_scrape_during_a_build_waits_for_it_and_shows_the_cycle() -> None:
+    """Where a gzip scrape takes the last complete copy at once, a plain one waits for the
+    build under way: a plain scrape after a report line always shows that cycle."""
+    stats = build_stats()
+
+    async def go() -> tuple[str, bool, str]:
+        snapshot = GzipSnapshot(stats)
+        gate = asyncio.Event()
+        _gated(snapshot, gate)
+        registry = CollectorRegistry()
+        b"".join(await snapshot.plain(registry, openmetrics=False))
+        tracked = stats.get("idle")
+        assert tracked is not None
+        stats.record(tracked, RESULTS[0][1])
+        snapshot.cycle_completed()  # the next copy's build starts, and hangs
+        plain = asyncio.ensure_future(snapshot.plain(registry, openmetrics=False))
+        zipped = _gunzip(await asyncio.wait_for(snapshot.body(registry, openmetrics=False),
+                                                0.005))
+        await asyncio.sleep(0.01)
+        waited = not plain.done()
+        gate.set()
+        return zipped, waited, b"".join(await plain).decode()
+
+    zipped, waited, plain = asyncio.run(go())
+    idle_up = 'availability_endpoint_up{endpoint="idle",domain="idle.example.org"}'
+    assert f"{idle_up} 0" in zipped  # gzip: the previous copy, at once
+    assert waited and f"{idle_up} 1" in plain
 
 
 def test_gzip_snapshot_coalesces_cycles_that_complete_during_a_build() -> None:

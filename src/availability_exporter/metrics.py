@@ -2,10 +2,10 @@
 
 prometheus-client's ``generate_latest`` over a 10,000-endpoint registry takes seconds and would
 stall the probe loop on every scrape.  Instead each per-endpoint family carries its own
-renderer, which formats an endpoint's samples straight from its counts; :func:`exposition`
-yields the text in 32 KiB slices so the web layer can hand the loop back to the probes between
-them.  Endpoints that leave the config are simply not iterated any more, so their series vanish.
-The gzip copy served to Prometheus is built from the same slices (``snapshot``).
+renderer, which formats an endpoint's samples straight from its counts; :func:`endpoint_chunks`
+yields the text in 32 KiB slices so that ``snapshot``, which compresses them into the copy every
+scrape is served from, can hand the loop back to the probes between them.  Endpoints that leave
+the config are simply not iterated any more, so their series vanish.
 
 The exporter's own metrics (cycles, reloads, build info) come from :class:`ExporterCollector`,
 which reads a ``status.StatusView``; it and prometheus-client's process and platform collectors
@@ -208,19 +208,6 @@ FAMILIES: tuple[EndpointFamily, ...] = (
 RATIO = Family("availability_ratio", "gauge",
                "Cumulative up probes / all probes per domain since start, 0-1; the console "
                "report prints 100 * up // total (decimals dropped).")
-
-
-def exposition(
-    stats: Stats, registry: CollectorRegistry, *, openmetrics: bool = False,
-    chunk_size: int = BUILD_CHUNK,
-) -> Iterator[bytes]:
-    """The whole /metrics body as chunks of about ``chunk_size`` bytes.
-
-    Chunks let the web layer send (and gzip) a large exposition piece by piece, yielding to the
-    event loop between pieces, without ever holding a second full copy in memory.
-    """
-    yield from endpoint_chunks(stats, openmetrics=openmetrics, chunk_size=chunk_size)
-    yield registry_text(registry, openmetrics=openmetrics)
 
 
 def endpoint_chunks(

@@ -1,9 +1,9 @@
 """The HTTP interface: routes and content negotiation for /metrics, the pages and /-/*.
 
 A plain ASGI app served by uvicorn in the probe loop's own event loop.  It reads the daemon only
-through a ``status.StatusView``.  A gzip /metrics scrape (what Prometheus sends) is served from
-the copy in ``snapshot``; an uncompressed one is rendered and sent in 32 KiB slices with the loop
-handed back to the probes between them, so even a 32 MB scrape never holds the loop for long.
+through a ``status.StatusView``.  A /metrics scrape is served from the gzip copy in ``snapshot``:
+as it is when the client accepts gzip (Prometheus does), else inflated and sent in ~60 KiB slices
+with the loop handed back to the probes between them, so even a 33 MB scrape never holds it long.
 The pages come from ``pages``.  :class:`WebServer` runs uvicorn on a socket bound by the caller.
 
 Hardening (issue 12): ``POST /-/reload`` answers only with ``--web.enable-lifecycle`` (403
@@ -34,7 +34,7 @@ from availability_exporter import api
 from availability_exporter.badges import CONTENT_TYPE as SVG
 from availability_exporter.badges import badge_for_path
 from availability_exporter.config import ConfigError
-from availability_exporter.metrics import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE, exposition
+from availability_exporter.metrics import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
 from availability_exporter.overview import FilterError
 from availability_exporter.pages import (
     index_pieces,
@@ -165,8 +165,8 @@ class App:
                 await send({"type": "http.response.body", "body": piece, "more_body": True})
             await send({"type": "http.response.body", "body": pieces[-1]})
             return
-        await _stream(send, exposition(self.status.stats, self.registry,
-                                       openmetrics=openmetrics, chunk_size=PLAIN_SLICE))
+        # Inflated from the same copy, in slices with the loop handed back between them.
+        await _stream(send, await self.snapshot.plain(self.registry, openmetrics=openmetrics))
 
     async def healthy(self, scope: Scope, send: Send) -> None:
         if self.status.healthy():
@@ -321,9 +321,6 @@ async def respond(
 
 # -- server -------------------------------------------------------------------------------
 
-# A plain (uncompressed) scrape is rendered and sent in slices this big, the loop handed to the
-# probes between them: ~0.1 ms each, so an answer never waits long behind a 35 MB scrape.
-PLAIN_SLICE = 8 * 1024
 # Open connections get this long to finish their responses at shutdown (uvicorn then cancels).
 GRACEFUL_SHUTDOWN_SECONDS = 1
 
