@@ -1,17 +1,18 @@
 """Every benchmark in sequence (about 20 minutes), then one verdict line per goal.
 
     .venv/bin/python bench/run_all.py [--results DIR] [--only capacity,accuracy] [--markdown F]
+                                      [--quick] [--workdir DIR] [--json FILE]
 
 Each benchmark runs as its own process (so one's sockets and memory never colour the next),
 prints its own table as it goes and writes its figures as JSON into ``--results``.  At the end
 the verdict lines of all of them are repeated together; ``--markdown`` also writes the results
-table that bench/README.md shows.  ``--quick`` runs every benchmark small (a minute or two), to
-check that the suite works, not to measure.
+table that bench/README.md shows, ``--json`` all the figures in one file, and ``--workdir``
+keeps every benchmark's configs and logs (in a folder per benchmark).  ``--quick`` runs every
+benchmark small (a minute or two), to check that the suite works, not to measure.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from benchlib.machine import BENCH, ROOT, machine_info
+from benchlib.options import Flag, parse_options
 
 # name, full-size arguments, quick arguments.  The full sizes are the issue's goals; the cycle
 # counts are what fits in ~20 minutes on the 2-core machine.
@@ -46,18 +48,19 @@ LIMIT_SECONDS = 30 * 60
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--results", type=Path, default=None,
-                        help="directory for each benchmark's JSON (default: a temp dir)")
-    parser.add_argument("--only", default="", help="comma-separated benchmark names")
-    parser.add_argument("--markdown", type=Path, default=None,
-                        help="write the results table (Markdown) here")
-    parser.add_argument("--quick", action="store_true", help="small sizes: check, not measure")
-    args = parser.parse_args(argv)
+    args = parse_options(
+        __doc__, argv,
+        results=Flag(None, "directory for each benchmark's JSON (default: a temp dir)"),
+        only=Flag("", "comma-separated benchmark names"),
+        markdown=Flag(None, "write the results table (Markdown) here"),
+        quick=Flag(False, "small sizes: check, not measure"),
+    )
     chosen = {name.strip() for name in args.only.split(",") if name.strip()}
     unknown = chosen - {name for name, _, _ in BENCHMARKS}
     if unknown:
-        parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+        print(f"run_all.py: unknown benchmark(s): {', '.join(sorted(unknown))}",
+              file=sys.stderr)
+        return 2
     results = args.results or Path(tempfile.mkdtemp(prefix="availability-bench-results-"))
     results.mkdir(parents=True, exist_ok=True)
     info = machine_info()
@@ -70,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         out = results / f"{name}.json"
         argv_one = [sys.executable, str(BENCH / f"{name}.py"), *(quick if args.quick else full),
                     "--json", str(out)]
+        if args.workdir is not None:  # each keeps its configs and logs in a folder of its own
+            argv_one += ["--workdir", str(args.workdir / name)]
         print(f"\n$ {' '.join(argv_one[1:])}", flush=True)
         began = time.monotonic()
         try:
@@ -95,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.markdown is not None:
         args.markdown.write_text(markdown(outcomes, info))
         print(f"results table written to {args.markdown}")
+    if args.json is not None:
+        args.json.write_text(json.dumps({"machine": info, "benchmarks": {
+            name: {"exit_status": code, "seconds": seconds, "result": data}
+            for name, code, seconds, data in outcomes}}, indent=1))
     return 0 if all(code == 0 for _, code, _, _ in outcomes) else 1
 
 

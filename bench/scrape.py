@@ -3,10 +3,12 @@
     .venv/bin/python bench/scrape.py [--endpoints 10000 --cycles 3 --interval 15]
 
 One daemon process probes the delay server (every answer exactly 200 ms late, ``--delay-ms``).
-After a warm-up cycle come three phases of ``--cycles`` cycles each: quiet (scraped only once,
-right after each cycle's report line, to read each probe's duration), then scraped once a
-second with gzip (as Prometheus asks), then scraped once a second plain (uncompressed: ~33 MB at
-10,000 endpoints, the most a scraper can ask of the exporter).  The latency error of each
+After a warm-up cycle come ``--cycles`` rounds of three cycles, one of each phase: quiet
+(scraped only once, right after each cycle's report line, to read each probe's duration),
+scraped once a second with gzip (as Prometheus asks), and scraped once a second plain
+(uncompressed: ~35 MB at 10,000 endpoints, the most a scraper can ask of the exporter).  The
+phases take turns cycle by cycle rather than running one after the other, so that the noise of
+a shared VM, which drifts over minutes, falls on all three alike.  The latency error of each
 phase is printed side by side: neither kind of scraping may move figure 3.  At the end one
 plain and one gzip scrape give the sizes, and the plain one is parsed with prometheus_client's
 text parser.
@@ -117,7 +119,7 @@ def scrape_loop(port: int, every: float, limit: int, use_gzip: bool, stop: Event
 def main(argv: list[str] | None = None) -> int:
     args = parse_options(
         __doc__, argv, endpoints=10_000,
-        cycles=Flag(3, "cycles in each phase (quiet, scraped plain, scraped gzip)"),
+        cycles=Flag(3, "cycles in each phase (quiet, scraped gzip, scraped plain; taking turns)"),
         interval=15.0, delay_ms=200.0, ports=Flag(4, "delay server ports"), every=1.0,
         save_scrape=None,
     )
@@ -130,24 +132,34 @@ def main(argv: list[str] | None = None) -> int:
         with Daemon(config, interval=args.interval, directory=work) as daemon:
             watcher = CycleWatcher(daemon)
             timeout = 2 * args.interval + 60
-            limit = int((args.cycles + 1) * args.interval / args.every) + 10
-            # Phases: 0 quiet, 1 gzip scrapes, 2 plain scrapes; a scraper runs for its phase.
-            scrapers = {phase: Scraper(daemon, args.every, limit, use_gzip=phase == 1)
-                        for phase in (1, 2)}
+            limit = int(2 * args.interval / args.every) + 10
+            # Phases: 0 quiet, 1 gzip scrapes, 2 plain scrapes, taking turns cycle by cycle; a
+            # scraper process of its own runs through each scraped cycle.
+            scraped: dict[int, list[Timed]] = {1: [], 2: []}
             total = WARMUP + PHASES * args.cycles
+
+            def phase_of(cycle: int) -> int:
+                return (cycle - WARMUP) % PHASES if cycle >= WARMUP else -1
+
+            scraper: Scraper | None = None
             try:
                 for k in range(total):
-                    phase = (k - WARMUP) // args.cycles if k >= WARMUP else -1
-                    if phase in scrapers and (k - WARMUP) % args.cycles == 0:
-                        if phase - 1 in scrapers:
-                            scrapers[phase - 1].stop()
-                        scrapers[phase].start()
                     if not daemon.wait_cycles(k + 1, timeout):
                         raise SystemExit(f"the exporter did not finish cycle {k + 1}:\n"
                                          f"{daemon.stderr_tail()}")
+                    # The next cycle's probes have begun: hand over to its scraper (if it has
+                    # one) at once, before reading the cycle that ended.
+                    if scraper is not None:
+                        scraper.stop()
+                        scraped[phase_of(k)].extend(scraper.results)
+                        scraper = None
+                    if phase_of(k + 1) in scraped and k + 1 < total:
+                        scraper = Scraper(daemon, args.every, limit,
+                                          use_gzip=phase_of(k + 1) == 1)
+                        scraper.start()
                     watcher.observe(k)
             finally:
-                for scraper in scrapers.values():
+                if scraper is not None:
                     scraper.stop()
             plain = daemon.scrape(use_gzip=False)
             zipped = daemon.scrape(use_gzip=True)
@@ -160,18 +172,17 @@ def main(argv: list[str] | None = None) -> int:
     delay = args.delay_ms / 1000
 
     def phase_samples(phase: int) -> list[CycleSample]:
-        return samples[WARMUP + phase * args.cycles:WARMUP + (phase + 1) * args.cycles]
+        return samples[WARMUP + phase::PHASES]
 
     errors = [Spread.of([d - delay for s in phase_samples(phase) for d in s.durations])
               for phase in range(PHASES)]
     quiet_err, gzip_err, plain_err = errors
     timed: dict[int, tuple[Spread, Spread]] = {}
-    for phase, scraper in scrapers.items():
+    for phase, results in scraped.items():
         # A scrape overlaps probing when it ran during a cycle (cycle end minus its duration).
         windows = [(s.wall - s.cycle_seconds - 1.0, s.wall) for s in phase_samples(phase)]
-        during = [t for t in scraper.results
-                  if any(lo <= t.started <= hi for lo, hi in windows)]
-        timed[phase] = (Spread.of([t.seconds for t in scraper.results if t.ok]),
+        during = [t for t in results if any(lo <= t.started <= hi for lo, hi in windows)]
+        timed[phase] = (Spread.of([t.seconds for t in results if t.ok]),
                         Spread.of([t.seconds for t in during if t.ok]))
     all_scrapes, probing = timed[1]
     plain_scrapes, plain_probing = timed[2]
@@ -187,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
 
     report.check("daemon exited cleanly", code == 0)
     report.check("every scrape answered 200",
-                 all(t.ok for scraper in scrapers.values() for t in scraper.results))
+                 all(t.ok for results in scraped.values() for t in results))
     report.check("every endpoint probed exactly once in every cycle (target's log)",
                  all(once == n for once in hits))
     report.check("the plain scrape parses with prometheus_client", series > 0)
@@ -243,16 +254,25 @@ def main(argv: list[str] | None = None) -> int:
         f"{probing.p99 * 1000:.1f} ms); {per_endpoint} series per endpoint, "
         f"{plain.wire_bytes / 1e6:.1f} MB plain, {zipped.wire_bytes / 1e6:.2f} MB gzip",
     )
+    # "Does not move" is judged against the quiet cycles of the same run, taking turns with
+    # them; whether the error itself is small enough is goal 3's, printed on its own line, so
+    # that a noisy minute of the VM (which moves all three phases) is not read as scraping's.
     for goal, err in (("GOAL 4b gzip scraping does not move figure 3", gzip_err),
                       ("GOAL 4c plain scraping does not move figure 3", plain_err)):
         shift = err.p99 - quiet_err.p99
         report.verdict(
-            goal,
-            shift <= SHIFT_ALLOWED and err.p99 <= ERROR_P99_GOAL and err.max <= ERROR_MAX_GOAL,
+            goal, shift <= SHIFT_ALLOWED,
             f"error p99 {quiet_err.p99 * 1000:.2f} -> {err.p99 * 1000:.2f} ms "
             f"(shift {shift * 1000:+.2f} <= {SHIFT_ALLOWED * 1000:g}), max "
-            f"{quiet_err.max * 1000:.2f} -> {err.max * 1000:.2f} ms (<= 20)",
+            f"{quiet_err.max * 1000:.2f} -> {err.max * 1000:.2f} ms",
         )
+    report.verdict(
+        "GOAL 3a in this run (latency error p99 <= 5 ms, max <= 20 ms, in every phase)",
+        all(err.p99 <= ERROR_P99_GOAL and err.max <= ERROR_MAX_GOAL for err in errors),
+        "p99 " + " / ".join(f"{err.p99 * 1000:.2f}" for err in errors) + " ms, max "
+        + " / ".join(f"{err.max * 1000:.2f}" for err in errors)
+        + " ms (quiet / gzip / plain); bench/accuracy.py is goal 3's own measurement",
+    )
     report.verdict("GOAL 4d reports on the beat", off_beat <= REPORT_BEAT_GOAL,
                    f"worst |gap - interval| {off_beat * 1000:.1f} ms <= "
                    f"{REPORT_BEAT_GOAL * 1000:g} over {len(gaps)} gaps, gzip and plain "

@@ -1,6 +1,7 @@
 """Soak: run the exporter for a long time against bad servers and check that nothing grows.
 
     python bench/soak.py [--duration 3600] [--interval 15] [--endpoints 1000] [--json FILE]
+                         [--timeout S] [--warmup N] [--workdir DIR] [--verbose]
 
 Not part of the test suite (tests/test_soak_short.py runs a two-minute version).  The
 endpoints are a mix of healthy, slow, failing and adversarial targets, all on 127.0.0.1:
@@ -23,13 +24,11 @@ at the end, then the verdicts, and exits 1 if any fails:
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -37,6 +36,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchlib.options import Flag, Options, parse_options, workdir  # noqa: E402
 
 from tests.adversarial import (  # noqa: E402
     UNRESOLVABLE_HOST,
@@ -167,18 +168,18 @@ def judge(samples: Sequence[Sample], warmup: int, endpoints: int) -> list[Verdic
     ]
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: Options) -> int:
     # The TLS listener that never answers makes asyncio warn on every probe of it (in this
     # process, the targets' side); that is the point of the target, not news.
     logging.getLogger("asyncio").setLevel(logging.ERROR)
-    with tempfile.TemporaryDirectory(prefix="soak-") as tmp, Targets() as targets, \
-            serve_in_thread(certs=make_certs(Path(tmp) / "certs")) as adversarial:
+    with workdir(args.workdir) as tmp, Targets() as targets, \
+            serve_in_thread(certs=make_certs(tmp / "certs")) as adversarial:
         config = write_config(
-            Path(tmp) / "endpoints.yaml",
+            tmp / "endpoints.yaml",
             endpoint_mix(args.endpoints, targets, adversarial, refused_port()),
         )
-        command = ["-f", str(args.interval), "--state.file", str(Path(tmp) / "state.json")]
-        if args.timeout is not None:
+        command = ["-f", str(args.interval), "--state.file", str(tmp / "state.json")]
+        if args.timeout > 0:
             command += ["--probe.timeout", str(args.timeout)]
         print(f"soak: {args.endpoints} endpoints, interval {args.interval:g}s, "
               f"{args.duration:g}s", flush=True)
@@ -197,8 +198,7 @@ def run(args: argparse.Namespace) -> int:
             process.send(signal.SIGTERM)
             status = process.wait(timeout=30)
             stderr = process.stderr
-    warmup = args.warmup if args.warmup is not None else min(
-        HISTORY_CYCLES + 1, len(samples) // 3)
+    warmup = min(args.warmup, len(samples) // 3)
     verdicts = judge(samples, warmup, args.endpoints)
     for label, index in (("start", 0), ("after warm-up", min(warmup, len(samples) - 1)),
                          ("end", len(samples) - 1)):
@@ -228,20 +228,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--duration", type=float, default=3600.0, help="seconds (3600)")
-    parser.add_argument("--interval", type=float, default=15.0, help="probe interval (15)")
-    parser.add_argument("--endpoints", type=int, default=1000, help="how many (1000)")
-    parser.add_argument(
-        "--timeout", type=float, default=None,
-        help="probe timeout (the exporter's default); short enough that window + timeout < "
-             "interval, no probe is in flight when a report prints, so each sample's fd count "
-             "is exact")
-    parser.add_argument("--warmup", type=int, default=None,
-                        help="cycles before the RSS and fd baseline (21, at most a third)")
-    parser.add_argument("--json", default=None, help="write every sample and verdict here")
-    parser.add_argument("--verbose", action="store_true", help="print every sample")
-    return run(parser.parse_args(argv))
+    return run(parse_options(
+        __doc__, argv, duration=3600.0, interval=15.0, endpoints=1000,
+        timeout=Flag(0.0, "--probe.timeout (s; 0, the default: the exporter's own); short "
+                          "enough that window + timeout < interval, no probe is in flight "
+                          "when a report prints, so each sample's fd count is exact"),
+        warmup=Flag(HISTORY_CYCLES + 1, "cycles before the RSS and fd baseline (at most a "
+                                         "third of the samples)"),
+        verbose=Flag(False, "print every sample"),
+    ))
 
 
 if __name__ == "__main__":

@@ -42,6 +42,12 @@ class Options:
     no_blackbox: bool = False
     no_daemon: bool = False
     no_scrape: bool = False
+    duration: float = 3600.0
+    verbose: bool = False
+    results: Path | None = None
+    only: str = ""
+    markdown: Path | None = None
+    quick: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +79,7 @@ HELP: dict[str, str] = {
     "head_kib": "size of the hostile header block (KiB)",
     "drip_seconds": "how long the socket drip of the header block runs (s)",
     "nofile": "the exporter's descriptor limit (ulimit -n, soft and hard)",
+    "duration": "how long to run (s)",
 }
 
 
