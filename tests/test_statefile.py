@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -15,8 +16,9 @@ import pytest
 
 from availability_exporter import statefile
 from availability_exporter.config import Defaults, parse_config
-from availability_exporter.model import REASONS, Endpoint
+from availability_exporter.model import REASONS, Endpoint, State
 from availability_exporter.stats import BUCKETS, SavedCounts, Stats
+from tests.factories import endpoints, result
 from tests.needs import binary
 from tests.targets import (
     ExporterProcess,
@@ -334,7 +336,7 @@ def test_urls_are_hashed_with_a_per_file_salt(tmp_path: Path) -> None:
     for index in range(2):
         state = statefile.StateFile(tmp_path / f"state-{index}.json")
         state.restore(stats, statefile.load(state.path))
-        state.write(state.pending(stats))
+        state.write(asyncio.run(state.pending(stats)))
         documents.append(json.loads(state.path.read_text()))
     salts = [d["salt"] for d in documents]
     assert len(set(salts)) == 2 and all(len(s) == 32 for s in salts)
@@ -350,6 +352,35 @@ def test_urls_are_hashed_with_a_per_file_salt(tmp_path: Path) -> None:
     assert state.salt == salts[0]
 
 
+def test_the_copy_for_a_write_hands_the_loop_to_the_probes_between_slices(
+        tmp_path: Path) -> None:
+    """Copying 10,000 endpoints' counts at once held the loop 20-80 ms after every cycle; a
+    probe answered meanwhile would have counted that as its latency."""
+    count = 5 * statefile.COPY_SLICE
+    stats = Stats()
+    stats.apply(endpoints(*(f"http://h{i}.example.org/" for i in range(count))))
+    for index, tracked in enumerate(stats):
+        for _ in range(index % 3):
+            stats.record(tracked, result(State.DOWN))
+    state = statefile.StateFile(tmp_path / "state.json")
+    state.restore(stats, statefile.load(state.path))
+
+    async def go() -> tuple[statefile.Pending, int]:
+        turns = 0
+        copying = asyncio.ensure_future(state.pending(stats))
+        while not copying.done():
+            turns += 1
+            await asyncio.sleep(0)
+        return copying.result(), turns
+
+    pending, turns = asyncio.run(go())
+    assert turns >= count // statefile.COPY_SLICE
+    assert [(name, counts.down) for name, _, counts in pending.snap] == [
+        (f"e{i}", i % 3) for i in range(count)]
+    assert [key for _, key, _ in pending.snap] == [
+        statefile.url_key(f"http://h{i}.example.org/", state.salt) for i in range(count)]
+
+
 def test_a_file_without_salt_still_restores_and_gets_one(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
     path.write_text(json.dumps(GOOD))  # written by a version without salts
@@ -358,7 +389,7 @@ def test_a_file_without_salt_still_restores_and_gets_one(tmp_path: Path) -> None
     state = statefile.StateFile(path)
     assert state.restore(stats, statefile.load(path)) == 1
     assert stats.get("a") is not None and stats.get("a").up == 2  # type: ignore[union-attr]
-    state.write(state.pending(stats))
+    state.write(asyncio.run(state.pending(stats)))
     assert len(json.loads(path.read_text())["salt"]) == 32
 
 
@@ -458,7 +489,7 @@ def test_removed_endpoints_are_kept_24_hours_for_an_undo(tmp_path: Path) -> None
     state.apply(stats, [a, b])
     stats.restore({("b", state.key("http://b/")): counts(7, 1, 1)}, state.key)
     state.apply(stats, [a])  # b removed: kept, and written
-    state.write(state.pending(stats))
+    state.write(asyncio.run(state.pending(stats)))
     assert [e["name"] for e in json.loads(state.path.read_text())["endpoints"]] == ["a", "b"]
     # A restart in between keeps it too (the file says since when).
     state = statefile.StateFile(state.path)
@@ -472,7 +503,7 @@ def test_removed_endpoints_are_kept_24_hours_for_an_undo(tmp_path: Path) -> None
     state.apply(again, [a])
     ((key, (saved, _)),) = state.retired.items()
     state.retired[key] = (saved, time.time() - statefile.RETIRED_SECONDS - 1)
-    state.write(state.pending(again))
+    state.write(asyncio.run(state.pending(again)))
     assert [e["name"] for e in json.loads(state.path.read_text())["endpoints"]] == ["a"]
 
 

@@ -270,15 +270,13 @@ class Exporter:
         if self.state is not None and (
             self._state_write is None or self._state_write.done()
         ):
-            pending = self.state.pending(self.stats)
-            self._state_write = asyncio.get_running_loop().create_task(
-                self._write_state(pending)
-            )
+            self._state_write = asyncio.get_running_loop().create_task(self._write_state())
 
-    async def _write_state(self, pending: statefile.Pending) -> None:
+    async def _write_state(self) -> None:
+        """Copy the counts (on the loop, in slices) and write them (off it)."""
         assert self.state is not None
         try:
-            await off_loop(self.state.write, pending)
+            await off_loop(self.state.write, await self.state.pending(self.stats))
         except OSError as exc:
             log.error("cannot write state file %s: %s", self.options.state_file, exc)
 
@@ -363,7 +361,7 @@ class Exporter:
         if self._state_write is not None:
             await asyncio.wait([self._state_write], timeout=2.0)
         if self.state is not None:
-            await self._write_state(self.state.pending(self.stats))
+            await self._write_state()
             self.state.close()
 
     def _capture_signals(self, loop: asyncio.AbstractEventLoop) -> None:
