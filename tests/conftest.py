@@ -6,6 +6,9 @@
   request log and counters are its own.
 * ``start_prometheus``: starts Prometheus scraping given targets (skips without the binary);
   every server started is stopped when the module ends.
+* ``web_targets``: the local target server and a refused port, one per module, as endpoint
+  entries (tests.web_harness.Endpoints) for the HTTP-interface tests.
+* ``web_token``: ``${WEB_TEST_TOKEN}`` set for one test (web_harness.ENV_SECRET).
 """
 
 from __future__ import annotations
@@ -15,9 +18,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.adversarial import AdversarialServer, CertSet, make_certs, serve_in_thread
+from tests.adversarial import (
+    AdversarialServer,
+    CertSet,
+    make_certs,
+    refused_port,
+    serve_in_thread,
+)
 from tests.needs import binary
 from tests.prometheus import Prometheus, StartPrometheus
+from tests.targets import Targets
+from tests.web_harness import ENV_SECRET, Endpoints
 
 
 @pytest.fixture(scope="session")
@@ -48,3 +59,14 @@ def start_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Start
     yield start
     for prometheus in started:
         prometheus.stop()
+
+
+@pytest.fixture(scope="module")
+def web_targets() -> Iterator[Endpoints]:
+    with Targets() as server:
+        yield Endpoints(server, refused_port())
+
+
+@pytest.fixture
+def web_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WEB_TEST_TOKEN", ENV_SECRET)

@@ -18,21 +18,19 @@ import pytest
 from availability_exporter import api
 from availability_exporter.explain import explain
 from availability_exporter.model import ProbeResult, State
-from tests.test_web import (
+from tests.web_harness import (
     ENV_SECRET,
     MARKUP_NAME,
     SECRET,
     Endpoints,
-    _token,
     exporter_client,
     run,
     run_cycles,
-    targets,
     write,
 )
 
-# test_web's fixtures: the module's target server, and ${WEB_TEST_TOKEN} set for each test.
-__all__ = ["_token", "targets"]
+# Every test here has ${WEB_TEST_TOKEN} set (the "fast ok" endpoint's header uses it).
+pytestmark = pytest.mark.usefixtures("web_token")
 
 VALIDATOR = jsonschema.Draft202012Validator(api.schema())
 
@@ -50,10 +48,10 @@ async def get_status(client: httpx.AsyncClient, **params: str) -> tuple[int, dic
     return response.status_code, document
 
 
-def test_status_before_and_after_a_cycle(targets: Endpoints, tmp_path: Path) -> None:
-    config = write(tmp_path / "e.yaml", targets.config(
+def test_status_before_and_after_a_cycle(web_targets: Endpoints, tmp_path: Path) -> None:
+    config = write(tmp_path / "e.yaml", web_targets.config(
         "fast ok", "server error", "slow one", "refused") + (
-        f"- name: token in url\n  url: {targets.server.url('/ok')}?t=${{WEB_TEST_TOKEN}}\n"))
+        f"- name: token in url\n  url: {web_targets.server.url('/ok')}?t=${{WEB_TEST_TOKEN}}\n"))
 
     async def body() -> None:
         async with exporter_client(config) as (exporter, client):
@@ -107,9 +105,9 @@ def test_status_before_and_after_a_cycle(targets: Endpoints, tmp_path: Path) -> 
     run(body())
 
 
-def test_filters_and_bad_filter_values(targets: Endpoints, tmp_path: Path,
+def test_filters_and_bad_filter_values(web_targets: Endpoints, tmp_path: Path,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    config = write(tmp_path / "e.yaml", targets.config(
+    config = write(tmp_path / "e.yaml", web_targets.config(
         "fast ok", "server error", "slow one", "second ok"))
 
     async def body() -> None:
@@ -147,10 +145,10 @@ def test_filters_and_bad_filter_values(targets: Endpoints, tmp_path: Path,
     run(body())
 
 
-def test_maintenance_shows_in_the_answer(targets: Endpoints, tmp_path: Path) -> None:
+def test_maintenance_shows_in_the_answer(web_targets: Endpoints, tmp_path: Path) -> None:
     now = datetime.now(UTC)
     start, end = (now - timedelta(days=1)).isoformat(), (now + timedelta(days=1)).isoformat()
-    config = write(tmp_path / "e.yaml", targets.config("fast ok", "server error") + (
+    config = write(tmp_path / "e.yaml", web_targets.config("fast ok", "server error") + (
         f"  maintenance:\n    - start: {start}\n      end: {end}\n"))
 
     async def body() -> None:
@@ -168,10 +166,10 @@ def test_maintenance_shows_in_the_answer(targets: Endpoints, tmp_path: Path) -> 
     run(body())
 
 
-def test_names_are_inert_in_json(targets: Endpoints, tmp_path: Path) -> None:
+def test_names_are_inert_in_json(web_targets: Endpoints, tmp_path: Path) -> None:
     name = "<script>alert('x')</script> " + MARKUP_NAME
     config = write(tmp_path / "e.yaml", (
-        f"- name: {json.dumps(name)}\n  url: {targets.server.url('/error')}\n"))
+        f"- name: {json.dumps(name)}\n  url: {web_targets.server.url('/error')}\n"))
 
     async def body() -> None:
         async with exporter_client(config) as (exporter, client):

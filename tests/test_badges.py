@@ -20,20 +20,18 @@ from availability_exporter.badges import (
     RED,
     availability_colour,
 )
-from tests.test_web import (
+from tests.web_harness import (
     INTERVAL,
     MARKUP_NAME,
     Endpoints,
-    _token,
     exporter_client,
     run,
     run_cycles,
-    targets,
     write,
 )
 
-# test_web's fixtures: the module's target server, and ${WEB_TEST_TOKEN} set for each test.
-__all__ = ["_token", "targets"]
+# Every test here has ${WEB_TEST_TOKEN} set (the "fast ok" endpoint's header uses it).
+pytestmark = pytest.mark.usefixtures("web_token")
 
 SVG_NS = "{http://www.w3.org/2000/svg}"
 
@@ -57,9 +55,10 @@ def endpoint_badge(name: str) -> str:
     return f"/badge/endpoint/{quote(name, safe='')}.svg"
 
 
-def test_endpoint_badges_say_the_state_in_its_colour(targets: Endpoints, tmp_path: Path) -> None:
+def test_endpoint_badges_say_the_state_in_its_colour(
+        web_targets: Endpoints, tmp_path: Path) -> None:
     names = ("fast ok", "server error", "slow one")
-    config = write(tmp_path / "e.yaml", targets.config(*names))
+    config = write(tmp_path / "e.yaml", web_targets.config(*names))
 
     async def body() -> None:
         async with exporter_client(config) as (exporter, client):
@@ -79,8 +78,8 @@ def test_endpoint_badges_say_the_state_in_its_colour(targets: Endpoints, tmp_pat
     run(body())
 
 
-def test_domain_badges_show_availability(targets: Endpoints, tmp_path: Path) -> None:
-    config = write(tmp_path / "e.yaml", targets.config("fast ok", "second ok", "server error"))
+def test_domain_badges_show_availability(web_targets: Endpoints, tmp_path: Path) -> None:
+    config = write(tmp_path / "e.yaml", web_targets.config("fast ok", "second ok", "server error"))
 
     async def body() -> None:
         async with exporter_client(config) as (exporter, client):
@@ -96,8 +95,8 @@ def test_domain_badges_show_availability(targets: Endpoints, tmp_path: Path) -> 
     run(body())
 
 
-def test_unknown_names_get_a_not_found_badge(targets: Endpoints, tmp_path: Path) -> None:
-    config = write(tmp_path / "e.yaml", targets.config("fast ok"))
+def test_unknown_names_get_a_not_found_badge(web_targets: Endpoints, tmp_path: Path) -> None:
+    config = write(tmp_path / "e.yaml", web_targets.config("fast ok"))
 
     async def body() -> None:
         async with exporter_client(config) as (_, client):
@@ -113,11 +112,11 @@ def test_unknown_names_get_a_not_found_badge(targets: Endpoints, tmp_path: Path)
     run(body())
 
 
-def test_names_are_inert_in_svg(targets: Endpoints, tmp_path: Path) -> None:
+def test_names_are_inert_in_svg(web_targets: Endpoints, tmp_path: Path) -> None:
     """A name with markup, quotes, an ampersand and a slash is text in the badge, nothing else."""
     name = "<script>alert('x')</script>/" + MARKUP_NAME
     config = write(tmp_path / "e.yaml", (
-        f"- name: {json.dumps(name)}\n  url: {targets.server.url('/ok')}\n"))
+        f"- name: {json.dumps(name)}\n  url: {web_targets.server.url('/ok')}\n"))
 
     async def body() -> None:
         async with exporter_client(config) as (exporter, client):

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 BLACKBOX = "prometheus-blackbox-exporter"
 BENCHMARKS = ("capacity", "accuracy", "scrape", "memory", "startup", "scaling", "run_all",
-              "held_connections")
+              "held_connections", "page", "adversarial", "soak")
 PER_ENDPOINT_FAMILIES = (
     "availability_endpoint_up",
     "availability_endpoint_state",
@@ -173,3 +173,11 @@ def test_scaling_shards_and_loses_nothing(tmp_path: Path) -> None:
     assert curve[40]["processes"] == 1
     assert curve[300]["processes"] == 2  # split with --shard 0/2 and 1/2
     assert all(p["every_cycle"] for p in curve.values()), printed
+
+
+def test_page_benchmark_runs_and_paginates(tmp_path: Path) -> None:
+    data, printed = run_bench("page", tmp_path, "--endpoints", "450", "--repeat", "1")
+    figures = data["figures"]
+    assert figures["endpoints"] == 450
+    assert figures["/ (worst 200 first)"]["status"] == 200, printed
+    assert figures["/api/v1/status"]["bytes"] > figures["/api/v1/status?state=down"]["bytes"]

@@ -8,108 +8,37 @@ Prometheus would ask.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gzip
 import io
 import json
 import logging
-from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 from urllib.parse import quote
 
 import httpx
 import pytest
 
-from availability_exporter.daemon import Exporter
-from availability_exporter.settings import Settings
-from availability_exporter.web import App
-from tests.adversarial import refused_port
-from tests.targets import Metrics, Targets, parse_metrics, sample
+from tests.targets import Metrics, parse_metrics, sample
 from tests.test_metrics import parse_openmetrics
+from tests.web_harness import (
+    ENV_SECRET,
+    INTERVAL,
+    MARKUP_NAME,
+    SECRET,
+    Endpoints,
+    exporter_client,
+    run,
+    run_cycles,
+    write,
+)
 
-INTERVAL = 5.0
-SECRET = "planted-secret-5e1f0c"
-ENV_SECRET = "env-secret-a93d27"  # reaches the config through ${WEB_TEST_TOKEN}
+# Every test here has ${WEB_TEST_TOKEN} set (the "fast ok" endpoint's header uses it).
+pytestmark = pytest.mark.usefixtures("web_token")
+
 OPENMETRICS_ACCEPT = "application/openmetrics-text; version=1.0.0; charset=utf-8"
-
-
-# -- fixtures ---------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Endpoints:
-    """The module's target server and refused port, as endpoint entries for config files."""
-
-    server: Targets
-    refused: int
-
-    def entries(self) -> dict[str, str]:
-        """Endpoint snippets by name, to mix into config files."""
-        return {
-            "fast ok": (
-                f"- name: fast ok\n  url: {self.server.url('/ok')}\n  headers:\n"
-                f"    Authorization: Bearer {SECRET}\n    X-Api-Key: ${{WEB_TEST_TOKEN}}\n"
-            ),
-            "server error": f"- name: server error\n  url: {self.server.url('/error')}\n",
-            "slow one": (
-                f"- name: slow one\n  url: {self.server.url('/slow', host='localhost')}\n"
-            ),
-            "refused": f"- name: refused\n  url: http://127.0.0.1:{self.refused}/\n",
-            "second ok": (
-                f"- name: second ok\n  url: {self.server.url('/ok', host='localhost')}\n"
-            ),
-        }
-
-    def config(self, *names: str) -> str:
-        entries = self.entries()
-        return "".join(entries[name] for name in names)
-
-
-@pytest.fixture(scope="module")
-def targets() -> Iterator[Endpoints]:
-    with Targets() as server:
-        yield Endpoints(server, refused_port())
-
-
-@pytest.fixture(autouse=True)
-def _token(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("WEB_TEST_TOKEN", ENV_SECRET)
-
-
-def run(coro: Coroutine[Any, Any, None]) -> None:
-    asyncio.run(asyncio.wait_for(coro, 30))
-
-
-@contextlib.asynccontextmanager
-async def exporter_client(config: Path) -> AsyncIterator[tuple[Exporter, httpx.AsyncClient]]:
-    # model_validate skips AVAILABILITY_EXPORTER_* from the environment: the test decides.
-    settings = Settings.model_validate({"config": config, "probe_interval": INTERVAL,
-                                        "web_listen_address": "127.0.0.1:0"})
-    exporter = Exporter(settings.options(), out=io.StringIO())
-    exporter.apply(exporter.load())
-    # web.App types its ASGI messages as MutableMapping; httpx's alias wants dict.
-    app = App(exporter.status, registry=exporter.registry, snapshot=exporter.snapshot,
-              enable_lifecycle=True)
-    transport = httpx.ASGITransport(app=cast(Any, app))
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://exporter") as client:
-            yield exporter, client
-    finally:
-        await exporter.prober.aclose()
-
-
-async def run_cycles(exporter: Exporter, count: int = 1) -> None:
-    """Complete ``count`` more check cycles, back to back.
-
-    One run() per cycle: each run starts its first tick at once, where a single run of several
-    cycles would wait a whole interval between them.
-    """
-    for _ in range(count):
-        target = exporter.scheduler.cycle_stats.cycles + 1
-        await exporter.scheduler.run(exporter.stop, max_cycles=1)
-        assert exporter.scheduler.cycle_stats.cycles == target
 
 
 async def get_metrics(client: httpx.AsyncClient) -> Metrics:
@@ -179,15 +108,10 @@ class Page(HTMLParser):
         }
 
 
-def write(path: Path, text: str) -> Path:
-    path.write_text(text)
-    return path
-
-
 # -- /metrics ---------------------------------------------------------------------------------
 
-def test_metrics_text_by_default(targets: Endpoints, tmp_path: Path) -> None:
-    config = write(tmp_path / "e.yaml", targets.config("fast ok", "server error", "slow one",
+def test_metrics_text_by_default(web_targets: Endpoints, tmp_path: Path) -> None:
+    config = write(tmp_path / "e.yaml", web_targets.config("fast ok", "server error", "slow one",
                                                        "refused"))
 
     async def body() -> None:
@@ -222,8 +146,8 @@ def test_metrics_text_by_default(targets: Endpoints, tmp_path: Path) -> None:
     run(body())
 
 
-def test_metrics_openmetrics_when_asked(targets: Endpoints, tmp_path: Path) -> None:
-    config = write(tmp_path / "e.yaml", targets.config("fast ok", "server error"))
+def test_metrics_openmetrics_when_asked(web_targets: Endpoints, tmp_path: Path) -> None:
+    config = write(tmp_path / "e.yaml", web_targets.config("fast ok", "server error"))
 
     async def body() -> None:
         async with exporter_client(config) as (exporter, client):
@@ -247,8 +171,8 @@ def _without_process_metrics(text: str) -> list[str]:
     return [line for line in text.splitlines() if "process_" not in line]
 
 
-def test_metrics_gzip_decompresses_to_the_same_text(targets: Endpoints, tmp_path: Path) -> None:
-    config = write(tmp_path / "e.yaml", targets.config("fast ok", "server error"))
+def test_metrics_gzip_decompresses_to_the_same_text(web_targets: Endpoints, tmp_path: Path) -> None:
+    config = write(tmp_path / "e.yaml", web_targets.config("fast ok", "server error"))
 
     async def body() -> None:
         async with exporter_client(config) as (exporter, client):
@@ -266,14 +190,15 @@ def test_metrics_gzip_decompresses_to_the_same_text(targets: Endpoints, tmp_path
     run(body())
 
 
-def test_gzip_scrape_after_a_report_shows_that_cycle(targets: Endpoints, tmp_path: Path) -> None:
+def test_gzip_scrape_after_a_report_shows_that_cycle(
+        web_targets: Endpoints, tmp_path: Path) -> None:
     """Gzip scrapes are served from a copy rebuilt after each cycle; the report never waits.
 
     The report is out as soon as the cycle's last probe is counted.  A gzip scrape while the
     copy is rebuilt gets the previous one at once (the cycle before, never older); once the
     build is done it shows the cycle.
     """
-    config = write(tmp_path / "e.yaml", targets.config("fast ok", "server error"))
+    config = write(tmp_path / "e.yaml", web_targets.config("fast ok", "server error"))
 
     async def gzip_counts(client: httpx.AsyncClient) -> list[float | None]:
         response = await client.get("/metrics", headers={"Accept-Encoding": "gzip"})
@@ -300,9 +225,9 @@ def test_gzip_scrape_after_a_report_shows_that_cycle(targets: Endpoints, tmp_pat
 
 # -- the status pages ---------------------------------------------------------------------------
 
-def test_index_lists_every_endpoint_and_its_state(targets: Endpoints, tmp_path: Path) -> None:
+def test_index_lists_every_endpoint_and_its_state(web_targets: Endpoints, tmp_path: Path) -> None:
     names = ("fast ok", "server error", "slow one", "refused")
-    config = write(tmp_path / "e.yaml", targets.config(*names))
+    config = write(tmp_path / "e.yaml", web_targets.config(*names))
 
     async def body() -> None:
         async with exporter_client(config) as (exporter, client):
@@ -325,7 +250,7 @@ def test_index_lists_every_endpoint_and_its_state(targets: Endpoints, tmp_path: 
                        if "data-domain" in row.attrs}
             assert domains == {"127.0.0.1": "33%", "localhost": "0%"}
         # The header really went out, so its absence from the page means something.
-        sent = [r.headers for r in targets.server.seen if r.path == "/ok"]
+        sent = [r.headers for r in web_targets.server.seen if r.path == "/ok"]
         assert any(h.get("Authorization") == f"Bearer {SECRET}" for h in sent)
         assert any(h.get("X-Api-Key") == ENV_SECRET for h in sent)
         assert SECRET not in response.text and ENV_SECRET not in response.text
@@ -333,9 +258,9 @@ def test_index_lists_every_endpoint_and_its_state(targets: Endpoints, tmp_path: 
     run(body())
 
 
-def test_endpoint_page_shows_results_reasons_and_errors(targets: Endpoints,
+def test_endpoint_page_shows_results_reasons_and_errors(web_targets: Endpoints,
                                                          tmp_path: Path) -> None:
-    config = write(tmp_path / "e.yaml", targets.config("fast ok", "server error", "refused"))
+    config = write(tmp_path / "e.yaml", web_targets.config("fast ok", "server error", "refused"))
 
     async def body() -> None:
         async with exporter_client(config) as (exporter, client):
@@ -371,13 +296,10 @@ def test_endpoint_page_shows_results_reasons_and_errors(targets: Endpoints,
     run(body())
 
 
-MARKUP_NAME = """<img src=x onerror='alert(1)'> "quoted" & co"""
-
-
-def test_pages_escape_names_errors_and_query_values(targets: Endpoints, tmp_path: Path) -> None:
+def test_pages_escape_names_errors_and_query_values(web_targets: Endpoints, tmp_path: Path) -> None:
     """Names come from the config and errors from remote servers: neither may become markup."""
     config = write(tmp_path / "e.yaml", (
-        f"- name: {json.dumps(MARKUP_NAME)}\n  url: {targets.server.url('/error')}\n"))
+        f"- name: {json.dumps(MARKUP_NAME)}\n  url: {web_targets.server.url('/error')}\n"))
 
     async def body() -> None:
         async with exporter_client(config) as (exporter, client):
@@ -407,9 +329,9 @@ def test_pages_escape_names_errors_and_query_values(targets: Endpoints, tmp_path
 
 # -- health, readiness --------------------------------------------------------------------------
 
-def test_healthy_until_three_intervals_without_a_cycle(targets: Endpoints,
+def test_healthy_until_three_intervals_without_a_cycle(web_targets: Endpoints,
                                                        tmp_path: Path) -> None:
-    config = write(tmp_path / "e.yaml", targets.config("fast ok"))
+    config = write(tmp_path / "e.yaml", web_targets.config("fast ok"))
 
     async def body() -> None:
         async with exporter_client(config) as (exporter, client):
@@ -432,8 +354,8 @@ def test_healthy_until_three_intervals_without_a_cycle(targets: Endpoints,
     run(body())
 
 
-def test_ready_after_the_first_cycle(targets: Endpoints, tmp_path: Path) -> None:
-    config = write(tmp_path / "e.yaml", targets.config("fast ok", "server error"))
+def test_ready_after_the_first_cycle(web_targets: Endpoints, tmp_path: Path) -> None:
+    config = write(tmp_path / "e.yaml", web_targets.config("fast ok", "server error"))
 
     async def body() -> None:
         async with exporter_client(config) as (exporter, client):
@@ -446,14 +368,14 @@ def test_ready_after_the_first_cycle(targets: Endpoints, tmp_path: Path) -> None
 
 # -- reload -------------------------------------------------------------------------------------
 
-def test_reload_adds_and_removes_endpoints_and_keeps_counts(targets: Endpoints,
+def test_reload_adds_and_removes_endpoints_and_keeps_counts(web_targets: Endpoints,
                                                             tmp_path: Path) -> None:
-    config = write(tmp_path / "e.yaml", targets.config("fast ok", "server error"))
+    config = write(tmp_path / "e.yaml", web_targets.config("fast ok", "server error"))
 
     async def body() -> None:
         async with exporter_client(config) as (exporter, client):
             await run_cycles(exporter)
-            write(config, targets.config("fast ok", "second ok"))
+            write(config, web_targets.config("fast ok", "second ok"))
             response = await client.post("/-/reload")
             assert response.status_code == 200, response.text
             found = await get_metrics(client)
@@ -477,8 +399,8 @@ def test_reload_adds_and_removes_endpoints_and_keeps_counts(targets: Endpoints,
     run(body())
 
 
-def test_bad_reload_keeps_the_old_config_running(targets: Endpoints, tmp_path: Path) -> None:
-    good = targets.config("fast ok", "server error")
+def test_bad_reload_keeps_the_old_config_running(web_targets: Endpoints, tmp_path: Path) -> None:
+    good = web_targets.config("fast ok", "server error")
     config = write(tmp_path / "e.yaml", good)
 
     async def body() -> None:
@@ -507,8 +429,9 @@ def test_bad_reload_keeps_the_old_config_running(targets: Endpoints, tmp_path: P
     run(body())
 
 
-def test_reload_needs_post_and_unknown_paths_are_404(targets: Endpoints, tmp_path: Path) -> None:
-    config = write(tmp_path / "e.yaml", targets.config("fast ok"))
+def test_reload_needs_post_and_unknown_paths_are_404(
+        web_targets: Endpoints, tmp_path: Path) -> None:
+    config = write(tmp_path / "e.yaml", web_targets.config("fast ok"))
 
     async def body() -> None:
         async with exporter_client(config) as (_, client):
@@ -523,11 +446,11 @@ def test_reload_needs_post_and_unknown_paths_are_404(targets: Endpoints, tmp_pat
 
 # -- issue 14: strips, sparklines, since-times, pages, words ------------------------------------
 
-def test_index_strips_sparklines_since_and_pages(targets: Endpoints, tmp_path: Path,
+def test_index_strips_sparklines_since_and_pages(web_targets: Endpoints, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     from availability_exporter import pages
 
-    config = write(tmp_path / "e.yaml", targets.config("fast ok", "server error", "slow one",
+    config = write(tmp_path / "e.yaml", web_targets.config("fast ok", "server error", "slow one",
                                                        "refused"))
 
     async def body() -> None:
@@ -569,8 +492,8 @@ def test_index_strips_sparklines_since_and_pages(targets: Endpoints, tmp_path: P
     run(body())
 
 
-def test_endpoint_page_dashes_words_and_chart(targets: Endpoints, tmp_path: Path) -> None:
-    config = write(tmp_path / "e.yaml", targets.config("slow one", "refused"))
+def test_endpoint_page_dashes_words_and_chart(web_targets: Endpoints, tmp_path: Path) -> None:
+    config = write(tmp_path / "e.yaml", web_targets.config("slow one", "refused"))
 
     async def body() -> None:
         async with exporter_client(config) as (exporter, client):
