@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import h11
 import httpx
 import pytest
 
@@ -152,6 +153,54 @@ def test_clients_that_stop_reading_do_not_keep_scrapes_out(targets: Targets,
             for sock in readers:
                 sock.close()
         assert required_sample(metrics, CLOSED, reason="evicted_stalled") >= 1
+        proc.stop_cleanly()
+
+
+def ask(sock: socket.socket, client: h11.Connection, path: str) -> int:
+    """One request on a kept-alive connection (h11 keeps its state); its status, once the
+    whole answer is read."""
+    if client.our_state is h11.DONE:
+        client.start_next_cycle()
+    sock.sendall(client.send(h11.Request(method="GET", target=path,
+                                         headers=[("Host", "127.0.0.1")])) or b"")
+    sock.sendall(client.send(h11.EndOfMessage()) or b"")
+    status = 0
+    while True:
+        event = client.next_event()
+        if event is h11.NEED_DATA:
+            client.receive_data(sock.recv(65536))  # b"" (closed) makes h11 raise
+        elif isinstance(event, h11.Response):
+            status = event.status_code
+        elif isinstance(event, h11.EndOfMessage):
+            return status
+
+
+@pytest.mark.parametrize("half_sent", [False, True], ids=["idle", "half-sent"])
+def test_a_flood_of_held_connections_leaves_a_kept_alive_scraper_its_connection(
+        targets: Targets, tmp_path: Path, half_sent: bool) -> None:
+    """Prometheus keeps its scrape connection open between scrapes.  Held connections beyond
+    the limit evict each other, never that answered connection (failed before: it was the
+    oldest idle one, evicted first, and the scraper's next SYN queued behind the flood)."""
+    config = write_config(tmp_path / "e.yaml", [("ok", targets.url("/ok"))])
+    with ExporterProcess(config, "-f", "1", "--web.max-connections", "4") as proc:
+        proc.wait_serving()
+        scraper = socket.create_connection((HOST, proc.port), timeout=5.0)
+        client = h11.Connection(h11.CLIENT)
+        held: list[socket.socket] = []
+        try:
+            assert ask(scraper, client, "/-/ready") in (200, 503)
+            held = hold(proc.port, 40, half_sent=half_sent)
+            metrics = proc.wait_metrics(
+                lambda m: (sample(m, CLOSED, reason="evicted") or 0) >= 30, 10.0,
+                "the held connections to evict each other")
+            # The same connection, still open.
+            assert ask(scraper, client, "/-/healthy") in (200, 503)
+            assert ask(scraper, client, "/metrics") == 200
+        finally:
+            scraper.close()
+            for sock in held:
+                sock.close()
+        assert required_sample(metrics, "availability_exporter_web_connections") <= 4
         proc.stop_cleanly()
 
 

@@ -363,10 +363,12 @@ class ConnectionGuard:
     """The open connections of one server, oldest first, and what was done to keep them few.
 
     At ``limit`` open connections a new one evicts the oldest connection that has no request
-    in flight (idle, or still sending its head), else the oldest whose answer waits for a
-    client that stopped reading (uvicorn paused writing to it): held-open connections can take
-    a slot but never keep a scrape out, and never more than ``limit`` descriptors.  Only when
-    every connection is busy with a client that reads is the new one refused.
+    in flight (idle, or still sending its head) and was never answered, else the oldest with no
+    request in flight, else the oldest whose answer waits for a client that stopped reading
+    (uvicorn paused writing to it): held-open connections can take a slot but never keep a
+    scrape out, nor take the connection a scraper keeps alive, and never more than ``limit``
+    descriptors.  Only when every connection is busy with a client that reads is the new one
+    refused.
     """
 
     def __init__(self, limit: int, *, head_timeout: float = HEAD_TIMEOUT_SECONDS,
@@ -383,8 +385,12 @@ class ConnectionGuard:
     def admit(self, connection: GuardedConnection) -> bool:
         """Make room for ``connection`` (evicting an idle one if full); False to refuse it."""
         if len(self.open) >= self.limit:
-            # Two passes of at most `limit` steps each.
-            victim = next((c for c in self.open if not c.busy), None)
+            # Three passes of at most `limit` steps each.  A connection that has been answered
+            # goes after those that never sent a whole request: Prometheus keeps its scrape
+            # connection open between scrapes, and a flood of held connections must not take
+            # it (a new one's SYN may then wait seconds behind the flood in the listen queue).
+            idle = [c for c in self.open if not c.busy]
+            victim = next((c for c in idle if not c.answered), idle[0] if idle else None)
             reason = "evicted"
             if victim is None:
                 victim = next((c for c in self.open if c.stalled), None)
@@ -415,6 +421,7 @@ class GuardedConnection:
     _deadline: asyncio.TimerHandle | None = None
     _admitted = False
     _head_bytes = 0
+    answered = False  # a response on this connection was sent whole (a client that reads)
 
     @property
     def busy(self) -> bool:
@@ -445,6 +452,7 @@ class GuardedConnection:
 
     def on_response_complete(self) -> None:
         super().on_response_complete()  # type: ignore[misc]
+        self.answered = True
         self._head_bytes = 0
         self._arm(self.guard.idle_timeout + self.guard.head_timeout)
 
