@@ -490,33 +490,6 @@ def _gated(snapshot: GzipSnapshot, gate: asyncio.Event) -> list[int]:
     return builds
 
 
-def test_gzip_scrape_during_a_build_gets_the_last_complete_copy_at_once() -> None:
-    stats = build_stats()
-
-    async def go() -> tuple[str, str, str]:
-        snapshot = GzipSnapshot(stats)
-        gate = asyncio.Event()
-        _gated(snapshot, gate)
-        registry = CollectorRegistry()
-        first = _gunzip(await snapshot.body(registry, openmetrics=False))
-        tracked = stats.get("idle")
-        assert tracked is not None
-        stats.record(tracked, RESULTS[0][1])
-        snapshot.cycle_completed()  # the next copy's build starts, and hangs
-        await asyncio.sleep(0.01)
-        during = _gunzip(await asyncio.wait_for(snapshot.body(registry, openmetrics=False),
-                                                0.005))
-        gate.set()
-        await snapshot.settled()
-        after = _gunzip(await snapshot.body(registry, openmetrics=False))
-        return first, during, after
-
-    first, during, after = asyncio.run(go())
-    idle_up = 'availability_endpoint_up{endpoint="idle",domain="idle.example.org"}'
-    assert f"{idle_up} 0" in first and during == first
-    assert f"{idle_up} 1" in after
-
-
 @pytest.mark.parametrize("openmetrics", [False, True])
 def test_plain_scrape_is_the_gzip_copy_inflated_in_bounded_chunks(openmetrics: bool) -> None:
     """A plain scrape shows exactly what a gzip scrape of the same moment shows (the copy of
@@ -560,33 +533,37 @@ def test_plain_scrape_chunks_stay_bounded_however_well_the_copy_compressed() -> 
     assert max(map(len, chunks)) <= TEXT_SLICE
 
 
-def test_plain_scrape_during_a_build_waits_for_it_and_shows_the_cycle() -> None:
-    """Where a gzip scrape takes the last complete copy at once, a plain one waits for the
-    build under way: a plain scrape after a report line always shows that cycle."""
+def test_during_a_build_gzip_gets_the_last_copy_at_once_and_plain_waits_for_the_new() -> None:
+    """A gzip scrape during a build is served the last complete copy at once; a plain one
+    waits for the build under way, so a plain scrape after a report line shows that cycle."""
     stats = build_stats()
 
-    async def go() -> tuple[str, bool, str]:
+    async def go() -> tuple[str, str, bool, str, str]:
         snapshot = GzipSnapshot(stats)
         gate = asyncio.Event()
         _gated(snapshot, gate)
         registry = CollectorRegistry()
-        b"".join(await snapshot.plain(registry, openmetrics=False))
+        first = _gunzip(await snapshot.body(registry, openmetrics=False))
         tracked = stats.get("idle")
         assert tracked is not None
         stats.record(tracked, RESULTS[0][1])
-        snapshot.cycle_completed()  # the next copy's build starts, and hangs
+        snapshot.cycle_completed()  # the next copies' builds start, and hang
         plain = asyncio.ensure_future(snapshot.plain(registry, openmetrics=False))
-        zipped = _gunzip(await asyncio.wait_for(snapshot.body(registry, openmetrics=False),
-                                                0.005))
         await asyncio.sleep(0.01)
+        during = _gunzip(await asyncio.wait_for(snapshot.body(registry, openmetrics=False),
+                                                0.005))
         waited = not plain.done()
         gate.set()
-        return zipped, waited, b"".join(await plain).decode()
+        plain_text = b"".join(await plain).decode()
+        await snapshot.settled()
+        after = _gunzip(await snapshot.body(registry, openmetrics=False))
+        return first, during, waited, plain_text, after
 
-    zipped, waited, plain = asyncio.run(go())
+    first, during, waited, plain, after = asyncio.run(go())
     idle_up = 'availability_endpoint_up{endpoint="idle",domain="idle.example.org"}'
-    assert f"{idle_up} 0" in zipped  # gzip: the previous copy, at once
+    assert f"{idle_up} 0" in first and during == first
     assert waited and f"{idle_up} 1" in plain
+    assert f"{idle_up} 1" in after
 
 
 def test_gzip_snapshot_coalesces_cycles_that_complete_during_a_build() -> None:
