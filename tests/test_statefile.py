@@ -161,6 +161,8 @@ UNUSABLE: dict[str, bytes] = {
     "infinite duration": json.dumps(_broken(GOOD, duration_sum=1e999)).encode(),
     "nan duration": json.dumps(_broken(GOOD, duration_sum=float("nan"))).encode(),
     "text duration": json.dumps(_broken(GOOD, duration_sum="soon")).encode(),
+    "negative maintenance count": json.dumps(_broken(GOOD, maintenance=-1)).encode(),
+    "text maintenance count": json.dumps(_broken(GOOD, maintenance="3")).encode(),
 }
 
 
@@ -505,6 +507,33 @@ def test_removed_endpoints_are_kept_24_hours_for_an_undo(tmp_path: Path) -> None
     state.retired[key] = (saved, time.time() - statefile.RETIRED_SECONDS - 1)
     state.write(asyncio.run(state.pending(again)))
     assert [e["name"] for e in json.loads(state.path.read_text())["endpoints"]] == ["a"]
+
+
+def test_maintenance_probes_survive_a_restart_and_a_removal(tmp_path: Path) -> None:
+    """Probes inside maintenance windows are counts too (availability_maintenance_probes_total):
+    written and restored like the others, and kept for an undo even for an endpoint that was
+    only ever probed in maintenance.  A file from before them (GOOD has no such count)
+    restores them as 0 (test_the_good_document_is_usable)."""
+    a, b = make_endpoint("a", "http://a/"), make_endpoint("b", "http://b/")
+    stats = Stats()
+    state = statefile.StateFile(tmp_path / "state.json")
+    state.restore(stats, statefile.Saved())
+    state.apply(stats, [a, b])
+    for name, count in (("a", 3), ("b", 2)):
+        tracked = stats.get(name)
+        assert tracked is not None
+        for _ in range(count):
+            tracked.add(result(State.DOWN), maintenance=True)
+    state.apply(stats, [a])  # b removed, only ever probed in maintenance: kept
+    state.write(asyncio.run(state.pending(stats)))
+    again = Stats()
+    state = statefile.StateFile(state.path)
+    state.apply(again, [a])
+    state.restore(again, statefile.load(state.path))
+    state.apply(again, [a, b])  # the undo
+    restored = {name: again.get(name) for name in ("a", "b")}
+    assert {name: (s.maintenance, s.total) for name, s in restored.items() if s} == {
+        "a": (3, 0), "b": (2, 0)}
 
 
 def test_a_file_from_before_a_new_reason_keeps_its_counts(tmp_path: Path) -> None:

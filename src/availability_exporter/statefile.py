@@ -85,7 +85,7 @@ def _entry(name: str, url: str, c: SavedCounts) -> dict[str, Any]:
     return {
         "name": name, "url_sha256": url, "up": c.up, "degraded": c.degraded, "down": c.down,
         "failures": list(c.failures), "buckets": list(c.buckets),
-        "duration_sum": c.duration_sum,
+        "duration_sum": c.duration_sum, "maintenance": c.maintenance,
     }
 
 
@@ -196,6 +196,8 @@ def _parse(document: Any) -> Saved:
             failures=tuple(_count(v) for v in item["failures"]) + new_reasons,
             buckets=tuple(_count(v) for v in item["buckets"]),
             duration_sum=float(item["duration_sum"]),
+            # Files written before maintenance windows have no such count.
+            maintenance=_count(item.get("maintenance", 0)),
         )
         if len(counts.failures) != len(REASONS) or len(counts.buckets) != len(BUCKETS) + 1:
             raise ValueError(f"endpoint {item['name']!r} has the wrong number of counts")
@@ -220,7 +222,8 @@ def _parse(document: Any) -> Saved:
 
 def _clamp(counts: SavedCounts) -> SavedCounts:
     """The counts with every value at most MAX_COUNT (the same object when none is over)."""
-    values = (counts.up, counts.degraded, counts.down, *counts.failures, *counts.buckets)
+    values = (counts.up, counts.degraded, counts.down, counts.maintenance, *counts.failures,
+              *counts.buckets)
     if max(values) <= MAX_COUNT and counts.duration_sum <= MAX_COUNT:
         return counts
     return SavedCounts(
@@ -229,6 +232,7 @@ def _clamp(counts: SavedCounts) -> SavedCounts:
         failures=tuple(min(v, MAX_COUNT) for v in counts.failures),
         buckets=tuple(min(v, MAX_COUNT) for v in counts.buckets),
         duration_sum=min(counts.duration_sum, float(MAX_COUNT)),
+        maintenance=min(counts.maintenance, MAX_COUNT),
     )
 
 
@@ -324,7 +328,7 @@ class StateFile:
         now = time.time()
         incoming = {(e.name, e.url) for e in endpoints}
         for s in stats:
-            if (s.endpoint.name, s.endpoint.url) not in incoming and s.total:
+            if (s.endpoint.name, s.endpoint.url) not in incoming and (s.total or s.maintenance):
                 self.retired[(s.endpoint.name, self.key(s.endpoint.url))] = (
                     SavedCounts.of(s), now)
         kept = {(s.endpoint.name, s.endpoint.url) for s in stats}

@@ -166,6 +166,7 @@ class EndpointStats:
         self.failures = list(counts.failures)
         self.bucket_counts = list(counts.buckets)
         self.duration_sum = counts.duration_sum
+        self.maintenance = counts.maintenance
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,12 +179,13 @@ class SavedCounts:
     failures: tuple[int, ...]
     buckets: tuple[int, ...]
     duration_sum: float
+    maintenance: int = 0  # probes inside maintenance windows (files before them: 0)
 
     @classmethod
     def of(cls, stats: EndpointStats) -> SavedCounts:
         return cls(
             stats.up, stats.degraded, stats.down, tuple(stats.failures),
-            tuple(stats.bucket_counts), stats.duration_sum,
+            tuple(stats.bucket_counts), stats.duration_sum, stats.maintenance,
         )
 
 
