@@ -10,7 +10,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 from urllib.parse import quote
 
@@ -18,10 +17,10 @@ from benchlib.machine import (
     BLACKBOX_BIN,
     HOST,
     START_TIMEOUT,
+    ChildProcess,
     cpu_seconds,
     free_ports,
     run_loop,
-    stop,
     wait_for_port,
     which,
 )
@@ -42,7 +41,7 @@ modules:
 """)
 
 
-class Blackbox:
+class Blackbox(ChildProcess):
     """Debian prometheus-blackbox-exporter with module http_2xx, on a free local port."""
 
     def __init__(self, directory: Path, *, timeout: float) -> None:
@@ -53,7 +52,6 @@ class Blackbox:
         self.config.write_text(BLACKBOX_CONFIG.substitute(timeout=f"{timeout:g}"))
         self.port = free_ports(1)[0]
         self.log = directory / "blackbox.log"
-        self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Self:
         assert self.binary is not None
@@ -70,17 +68,6 @@ class Blackbox:
             self.__exit__(None, None, None)
             raise
         return self
-
-    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        if self.proc is not None:
-            stop(self.proc)
-            self.proc = None
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -152,6 +153,24 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> int:
         if stream is not None:
             stream.close()
     return proc.returncode
+
+
+class ChildProcess:
+    """A process a benchmark starts beside the exporter (a target, the reference): subclasses
+    start it in ``__enter__``; leaving the ``with`` stops it (:func:`stop`)."""
+
+    proc: subprocess.Popen[bytes] | None = None
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self.proc is not None:
+            stop(self.proc)
+            self.proc = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
 
 
 def run_loop(coro: Any) -> Any:

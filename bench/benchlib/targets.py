@@ -10,7 +10,6 @@ import time
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 from benchlib.machine import (
@@ -18,9 +17,9 @@ from benchlib.machine import (
     HOST,
     NGINX_BIN,
     START_TIMEOUT,
+    ChildProcess,
     free_ports,
     readline_within,
-    stop,
     wait_for_port,
     which,
 )
@@ -39,7 +38,7 @@ def write_endpoints(path: Path, urls: Sequence[str]) -> list[str]:
     return names
 
 
-class Nginx:
+class Nginx(ChildProcess):
     """Debian nginx-light in the foreground with its own prefix, one worker, ``ports`` ports."""
 
     def __init__(self, directory: Path, ports: int = 8) -> None:
@@ -49,7 +48,6 @@ class Nginx:
         self.prefix = directory / "nginx"
         self.ports = free_ports(ports)
         self.access_log = self.prefix / "access.log"
-        self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Self:
         assert self.binary is not None
@@ -76,12 +74,6 @@ class Nginx:
             raise RuntimeError(f"nginx did not start: {exc}\n{tail}") from None
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        if self.proc is not None:
-            stop(self.proc)
-            self.proc = None
-
     def urls(self, count: int) -> list[str]:
         """One URL (and so one access-log path, see :meth:`path`) per endpoint."""
         return [f"http://{HOST}:{self.ports[i % len(self.ports)]}{self.path(i)}"
@@ -102,13 +94,8 @@ class Nginx:
                 out.append((float(stamp), uri))
         return out
 
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
 
-
-class DelayServer:
+class DelayServer(ChildProcess):
     """bench/delay_server.py as a separate process; see its docstring."""
 
     def __init__(self, ports: int = 4, loop: str = "uvloop") -> None:
@@ -116,7 +103,6 @@ class DelayServer:
         self.loop = loop
         self.ports: list[int] = []
         self.control = 0
-        self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Self:
         self.proc = subprocess.Popen(
@@ -133,12 +119,6 @@ class DelayServer:
         self.ports = list(info["ports"])
         self.control = int(info["control"])
         return self
-
-    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        if self.proc is not None:
-            stop(self.proc)
-            self.proc = None
 
     def url(self, index: int, delay_ms: float) -> str:
         port = self.ports[index % len(self.ports)]
@@ -162,11 +142,6 @@ class DelayServer:
 
     def arrivals(self) -> list[tuple[float, str]]:
         return [(float(t), str(p)) for t, p in self._get("/__arrivals")]
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
 
 
 def slot_check(times: Sequence[list[float]], *, cycles: int, interval: float, step: float,
