@@ -64,6 +64,18 @@ def hold(port: int, count: int, *, half_sent: bool) -> list[socket.socket]:
     return held
 
 
+def wait_closed(sock: socket.socket) -> tuple[bytes, float]:
+    """What ``sock`` reads before the server closes it (b"" for a close or a reset, TLS's
+    included) and how long that took; it gives up 5 s past the head deadline."""
+    sock.settimeout(HEAD_TIMEOUT_SECONDS + 5)
+    started = time.monotonic()
+    try:
+        data = sock.recv(1024)
+    except (ConnectionResetError, ssl.SSLError):
+        data = b""
+    return data, time.monotonic() - started
+
+
 def block_uvloop(tmp_path: Path) -> Path:
     """A directory whose ``sitecustomize`` makes ``import uvloop`` fail (see BLOCK_UVLOOP):
     the exporter then runs as on a plain install, on asyncio's loop."""
@@ -211,13 +223,7 @@ def test_half_sent_head_is_cut_off(targets: Targets, tmp_path: Path) -> None:
         proc.wait_serving()
         with socket.create_connection((HOST, proc.port), timeout=2.0) as sock:
             sock.sendall(HALF_HEAD)
-            sock.settimeout(HEAD_TIMEOUT_SECONDS + 5)
-            started = time.monotonic()
-            try:
-                data = sock.recv(1024)
-            except ConnectionResetError:
-                data = b""
-            waited = time.monotonic() - started
+            data, waited = wait_closed(sock)
         assert data == b"", data
         assert waited < HEAD_TIMEOUT_SECONDS + 4
         assert required_sample(proc.scrape(), CLOSED, reason="timeout") >= 1
@@ -262,24 +268,12 @@ def test_idle_tls_session_is_closed(tmp_path: Path) -> None:
         proc.wait_stderr("serving /metrics")
         raw = socket.create_connection((HOST, proc.port), timeout=5.0)
         with context.wrap_socket(raw, server_hostname=HOST) as tls:
-            tls.settimeout(HEAD_TIMEOUT_SECONDS + 5)
-            started = time.monotonic()
-            try:
-                data = tls.recv(1024)
-            except (ConnectionResetError, ssl.SSLError):
-                data = b""
-            waited = time.monotonic() - started
+            data, waited = wait_closed(tls)
         assert data == b"", data
         assert waited < HEAD_TIMEOUT_SECONDS + 4
         # A handshake that never starts (no ClientHello) is cut as soon (asyncio: 60 s).
         with socket.create_connection((HOST, proc.port), timeout=5.0) as stalled:
-            stalled.settimeout(HEAD_TIMEOUT_SECONDS + 5)
-            started = time.monotonic()
-            try:
-                data = stalled.recv(1024)
-            except ConnectionResetError:
-                data = b""
-            waited = time.monotonic() - started
+            data, waited = wait_closed(stalled)
         assert data == b"", data
         assert waited < HEAD_TIMEOUT_SECONDS + 4
 
