@@ -389,8 +389,9 @@ class ConnectionGuard:
             # goes after those that never sent a whole request: Prometheus keeps its scrape
             # connection open between scrapes, and a flood of held connections must not take
             # it (a new one's SYN may then wait seconds behind the flood in the listen queue).
-            idle = [c for c in self.open if not c.busy]
-            victim = next((c for c in idle if not c.answered), idle[0] if idle else None)
+            victim = next((c for c in self.open if not c.busy and not c.answered), None)
+            if victim is None:
+                victim = next((c for c in self.open if not c.busy), None)
             reason = "evicted"
             if victim is None:
                 victim = next((c for c in self.open if c.stalled), None)
